@@ -15,3 +15,15 @@ class ConfigError(MinGlmError, ValueError):
 
 class ImageError(MinGlmError, ValueError):
     """An image that cannot be read or preprocessed."""
+
+
+class InputError(MinGlmError, ValueError):
+    """Model inputs that do not fit together (placeholder tokens vs. grids vs. pixels, masks vs. ids)."""
+
+
+class CheckpointError(MinGlmError, ValueError):
+    """A checkpoint folder whose tensors do not match the model: unknown, missing, mis-shaped or mis-typed."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """A checkpoint folder, config.json or shard file that is not there."""

@@ -1,0 +1,138 @@
+"""The GLM-4 text decoder of GLM-4.1V (facts §5): embeddings, 40 sandwich-norm layers, final norm.
+
+Mirrors transformers' `Glm4vTextModel` with `Glm4vTextDecoderLayer`, `Glm4vTextAttention`, `Glm4vTextMLP` and
+`Glm4vRMSNorm`. Module names equal the checkpoint names under `model.language_model.`.
+
+One layer ("sandwich" norms: each sub-block is normed before *and* after, then added to the residual):
+    x = x + post_self_attn_layernorm(self_attn(input_layernorm(x)))
+    x = x + post_mlp_layernorm(mlp(post_attention_layernorm(x)))
+(`post_attention_layernorm` is, despite its name, the norm *before* the MLP.)
+
+Attention is grouped-query (H query heads share Hkv key/value heads; KV head j serves query heads
+j*H/Hkv ... (j+1)*H/Hkv - 1), q/k/v carry a bias, o_proj has none, M-RoPE (mrope.py) turns q and k, and
+`scaled_dot_product_attention` does the softmax with a causal mask and, for padded batches, a padding mask.
+
+Shapes: B batch, L sequence, C width (hidden_size), H query heads, Hkv key/value heads, D head dim, I MLP width.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import TextConfig
+from .mrope import apply_mrope, rotary_cos_sin
+
+
+class RMSNorm(nn.Module):
+    """y = w * (x / sqrt(mean(x^2) + eps)), the statistics in float32, the weight applied after casting back."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        # x / sqrt(mean(x^2) + eps)
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+class TextAttention(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.H, self.Hkv, self.D = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        C = cfg.hidden_size
+        self.q_proj = nn.Linear(C, self.H * self.D, bias=True)
+        self.k_proj = nn.Linear(C, self.Hkv * self.D, bias=True)
+        self.v_proj = nn.Linear(C, self.Hkv * self.D, bias=True)
+        self.o_proj = nn.Linear(self.H * self.D, C, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None
+                ) -> torch.Tensor:
+        B, L, _ = x.shape
+        q = self.q_proj(x).view(B, L, self.H, self.D).transpose(1, 2)  # (B, H, L, D)
+        k = self.k_proj(x).view(B, L, self.Hkv, self.D).transpose(1, 2)  # (B, Hkv, L, D)
+        v = self.v_proj(x).view(B, L, self.Hkv, self.D).transpose(1, 2)  # (B, Hkv, L, D)
+        q, k = apply_mrope(q, cos, sin), apply_mrope(k, cos, sin)
+        # grouped-query attention: KV head j is repeated for its H/Hkv query heads
+        k = k.repeat_interleave(self.H // self.Hkv, dim=1)  # (B, H, L, D)
+        v = v.repeat_interleave(self.H // self.Hkv, dim=1)  # (B, H, L, D)
+        # softmax(q k^T / sqrt(D) + mask) v
+        if mask is None:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, L, D)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, L, D)
+        out = out.transpose(1, 2).reshape(B, L, self.H * self.D)  # (B, L, H*D)
+        return self.o_proj(out)
+
+
+class TextMLP(nn.Module):
+    """down(up * silu(gate)) with gate and up fused in one projection: first half gate, second half up."""
+
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)  # (B, L, I) each
+        return self.down_proj(up * F.silu(gate))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        C, eps = cfg.hidden_size, cfg.rms_norm_eps
+        self.input_layernorm = RMSNorm(C, eps)
+        self.self_attn = TextAttention(cfg)
+        self.post_self_attn_layernorm = RMSNorm(C, eps)
+        self.post_attention_layernorm = RMSNorm(C, eps)  # the pre-MLP norm
+        self.mlp = TextMLP(cfg)
+        self.post_mlp_layernorm = RMSNorm(C, eps)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None
+                ) -> torch.Tensor:
+        # x = x + post_norm(attn(pre_norm(x)))
+        x = x + self.post_self_attn_layernorm(self.self_attn(self.input_layernorm(x), cos, sin, mask))
+        # x = x + post_norm(mlp(pre_norm(x)))
+        return x + self.post_mlp_layernorm(self.mlp(self.post_attention_layernorm(x)))
+
+
+def attention_mask_4d(attention_mask: torch.Tensor | None, L: int) -> torch.Tensor | None:
+    """(B, L) 1 = real token, 0 = pad -> boolean (B, 1, L, L), True where a query may look at a key.
+
+    Query i sees key j when j <= i (causal) and key j is real. A pad query would see nothing (and softmax over
+    nothing is NaN), so it is allowed to see itself; its output is filler. None (no padding) -> None: plain causal."""
+    if attention_mask is None or bool(attention_mask.all()):
+        return None
+    device = attention_mask.device
+    causal = torch.ones(L, L, dtype=torch.bool, device=device).tril()  # (L, L)
+    mask = causal[None] & attention_mask.bool()[:, None, :]  # (B, L, L)
+    mask = mask | torch.eye(L, dtype=torch.bool, device=device)[None]  # (B, L, L)
+    return mask[:, None]  # (B, 1, L, L)
+
+
+class TextModel(nn.Module):
+    """Token embeddings, the decoder layers and the final norm. Called with embeddings (vision features already
+    spliced in by model.py) and 3-D position ids (mrope.py)."""
+
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.config = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+    def forward(self, inputs_embeds: torch.Tensor, position_ids: torch.Tensor,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """inputs_embeds (B, L, C), position_ids (3, B, L), attention_mask (B, L) or None -> (B, L, C)."""
+        B, L, _ = inputs_embeds.shape
+        cos, sin = rotary_cos_sin(position_ids, self.config, inputs_embeds.dtype)  # (B, L, R) each
+        mask = attention_mask_4d(attention_mask, L)
+        x = inputs_embeds
+        for layer in self.layers:
+            x = layer(x, cos, sin, mask)
+        return self.norm(x)

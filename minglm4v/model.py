@@ -1,0 +1,134 @@
+"""The whole GLM-4.1V model: embed the prompt, splice vision features into the placeholders, decode, project.
+
+Mirrors transformers' `Glm4vForConditionalGeneration.forward` and `Glm4vModel.forward` (facts §5, §6): the module
+tree is `model.visual` (vision.py), `model.language_model` (decoder.py) and `lm_head`, so `state_dict()` keys are
+exactly the checkpoint's keys.
+
+Forward, for a prompt whose placeholders were already expanded (facts §2.4, §3.3):
+    x = embed_tokens(input_ids)                                   (B, L, C)
+    x[input_ids == image_token_id] = visual(pixels, grid)         (n_placeholders, C), in order
+    pos = get_rope_index(input_ids, grids, attention_mask)        (3, B, L)
+    logits = lm_head(language_model(x, pos, attention_mask))      (B, L, V)
+
+Images and video share the placeholder id; a prompt with both is refused (see mrope.py).
+
+Shapes: B batch, L sequence, C width, V vocabulary, N patches (rows of pixel_values).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import Glm4vConfig
+from .decoder import TextModel
+from .errors import InputError
+from .mrope import get_rope_index, text_position_ids
+from .vision import VisionModel
+
+
+class Glm4vModel(nn.Module):
+    """`model.*` of the checkpoint: the vision tower and the language model."""
+
+    def __init__(self, config: Glm4vConfig):
+        super().__init__()
+        self.visual = VisionModel(config.vision_config)
+        self.language_model = TextModel(config.text_config)
+
+
+class Glm4vForConditionalGeneration(nn.Module):
+    """GLM-4.1V. `model(input_ids, ...)` returns logits (B, L, V); `model.config` is the Glm4vConfig."""
+
+    def __init__(self, config: Glm4vConfig):
+        super().__init__()
+        self.config = config
+        self.model = Glm4vModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+
+    @property
+    def visual(self) -> VisionModel:
+        return self.model.visual
+
+    @property
+    def language_model(self) -> TextModel:
+        return self.model.language_model
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lm_head.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
+              image_grid_thw: torch.Tensor | None = None, pixel_values_videos: torch.Tensor | None = None,
+              video_grid_thw: torch.Tensor | None = None) -> torch.Tensor:
+        """Token embeddings with the vision features written over the placeholder tokens. -> (B, L, C)."""
+        x = self.language_model.embed_tokens(input_ids)  # (B, L, C)
+        if pixel_values is not None and pixel_values_videos is not None:
+            raise InputError("got both pixel_values and pixel_values_videos: GLM-4.1V cannot mix images and videos "
+                             "in one prompt (they share the placeholder id); send them in separate calls")
+        for pixels, grid, what in ((pixel_values, image_grid_thw, "image"),
+                                   (pixel_values_videos, video_grid_thw, "video")):
+            if pixels is None:
+                if grid is not None:
+                    raise InputError(f"{what}_grid_thw given without the pixels; pass "
+                                     f"{'pixel_values' if what == 'image' else 'pixel_values_videos'} too")
+                continue
+            if grid is None:
+                raise InputError(f"{what} pixels given without {what}_grid_thw; pass the grid the preprocessor "
+                                 "returned with them")
+            feats = self.visual(pixels.to(self.visual_dtype), grid)  # (N/m^2, C)
+            x = self._splice(input_ids, x, feats, what)
+        return x
+
+    @property
+    def visual_dtype(self) -> torch.dtype:
+        return next(self.visual.parameters()).dtype
+
+    def _splice(self, input_ids: torch.Tensor, x: torch.Tensor, feats: torch.Tensor, what: str) -> torch.Tensor:
+        """Write feats over the placeholder positions, in reading order (row 0 first)."""
+        slots = input_ids == self.config.image_token_id  # (B, L)
+        n = int(slots.sum())
+        if n != feats.shape[0]:
+            raise InputError(f"the prompt holds {n} {what} placeholder tokens (id {self.config.image_token_id}) but "
+                             f"the vision tower returned {feats.shape[0]} {what} features; expand each placeholder "
+                             "to grid_t*grid_h*grid_w/merge_size^2 tokens (preprocess/the prompt builder do this)")
+        x = x.clone()
+        x[slots] = feats.to(x.dtype)  # (n, C) into the masked rows, in order
+        return x
+
+    def position_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                     image_grid_thw: torch.Tensor | None = None, video_grid_thw: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """3-D positions (3, B, L) and rope_deltas (B, 1) for a prefill (mrope.py)."""
+        if image_grid_thw is None and video_grid_thw is None:
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_ids)
+            pos, deltas = text_position_ids(attention_mask)
+            n = int((input_ids == self.config.image_token_id).sum())
+            if n:
+                raise InputError(f"the prompt holds {n} image placeholder tokens (id {self.config.image_token_id}) "
+                                 "but no image_grid_thw/video_grid_thw; pass the pixels and grids for them")
+            return pos, deltas
+        return get_rope_index(input_ids, self.config, image_grid_thw, video_grid_thw, attention_mask)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                pixel_values: torch.Tensor | None = None, image_grid_thw: torch.Tensor | None = None,
+                pixel_values_videos: torch.Tensor | None = None, video_grid_thw: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids (B, L) -> logits (B, L, V). attention_mask (B, L): 1 real token, 0 (left) padding.
+
+        position_ids (3, B, L) may be given (e.g. while decoding); by default they are computed from the prompt."""
+        if input_ids.ndim != 2:
+            raise InputError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}; "
+                             "use input_ids[None] for a single prompt")
+        if attention_mask is not None and attention_mask.shape != input_ids.shape:
+            raise InputError(f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has "
+                             f"{tuple(input_ids.shape)}")
+        x = self.embed(input_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw)  # (B, L, C)
+        if position_ids is None:
+            position_ids, _ = self.position_ids(input_ids, attention_mask, image_grid_thw, video_grid_thw)
+        h = self.language_model(x, position_ids.to(x.device), attention_mask)  # (B, L, C)
+        return self.lm_head(h)  # (B, L, V)
