@@ -1,0 +1,214 @@
+"""From pixels to patches: what GLM-4.1V's image processor does before the vision tower sees an image.
+
+Mirrors transformers' `Glm4vImageProcessor` in its PIL implementation (`Glm4vImageProcessorPil` in v5, the "slow"
+processor of 4.5x), facts §2:
+
+    image --RGB--> (H, W, 3) uint8 --smart_resize + PIL bicubic--> (h, w, 3) uint8
+          --/255, (x - mean) / std--> (3, h, w) float32 --duplicate along time--> (2, 3, h, w)
+          --cut into 14x14x2 patches, merge-window order--> pixel_values (N, 1176),  grid (t, h/14, w/14)
+
+Shape legend: T frames, C channels, t h w the patch grid (t = T / temporal_patch_size), m the merge size,
+p the patch size, N = t*h*w patches, each a row of C*tp*p*p numbers.
+
+Decisions (documented in chapter 01):
+  * EXIF orientation: `load_image(path)` applies it (as transformers' `load_image` does), so a photo is upright the
+    way a viewer shows it. A PIL image or array handed to `preprocess` is used exactly as given.
+  * Transparency is composited onto white; palette, grayscale, CMYK, ... are converted to RGB (as transformers).
+  * 16-bit images: transformers clips values above 255 (a 16-bit photo comes out almost white). We scale them to
+    8 bits instead (round(x / 257)); `sixteen_bit="clip"` reproduces transformers exactly.
+  * Images smaller than 28 px on a side are first scaled up so the short side is 28 (transformers v5 does the same).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from .errors import ImageError
+
+IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIP mean, per RGB channel
+IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)  # CLIP std
+MIN_PIXELS = 12544  # 112 * 112: preprocessor_config.json "shortest_edge" (a pixel count, not an edge)
+MAX_PIXELS = 9633792  # 14*14*2*2*2*6144: preprocessor_config.json "longest_edge"
+MAX_ASPECT_RATIO = 200
+
+ImageLike = Union[Image.Image, np.ndarray]
+
+
+# ---------------------------------------------------------------------- sizes
+
+def smart_resize(num_frames: int, height: int, width: int, *, factor: int = 28, temporal_factor: int = 2,
+                 min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """The (h, w) an image of `height` x `width` is resized to: multiples of `factor` (= patch * merge), with
+    num_frames * h * w kept inside [min_pixels, max_pixels] and the aspect ratio kept as well as possible."""
+    if num_frames < temporal_factor:
+        raise ImageError(f"num_frames={num_frames} is less than temporal_patch_size={temporal_factor}")
+    if height <= 0 or width <= 0:
+        raise ImageError(f"image of size {width}x{height} (width x height) is empty; give an image with pixels")
+    if height < factor or width < factor:  # tiny image: scale up so that the short side is `factor`
+        scale = max(factor / height, factor / width)
+        height, width = int(height * scale), int(width * scale)
+    if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
+        raise ImageError(f"aspect ratio {max(height, width) / min(height, width):.1f} of a {width}x{height} image "
+                         f"exceeds {MAX_ASPECT_RATIO}; crop or pad it first")
+    # Python's round() rounds halves to even: 70 / 28 = 2.5 -> 2
+    h, w = round(height / factor) * factor, round(width / factor) * factor
+    t = round(num_frames / temporal_factor) * temporal_factor
+    if t * h * w > max_pixels:  # too big: shrink by beta, round down
+        beta = math.sqrt(num_frames * height * width / max_pixels)
+        h = max(factor, math.floor(height / beta / factor) * factor)
+        w = max(factor, math.floor(width / beta / factor) * factor)
+    elif t * h * w < min_pixels:  # too small: grow by beta, round up
+        beta = math.sqrt(min_pixels / (num_frames * height * width))
+        h = math.ceil(height * beta / factor) * factor
+        w = math.ceil(width * beta / factor) * factor
+    return h, w
+
+
+def num_image_tokens(grid_thw: torch.Tensor | Sequence[int], merge_size: int = 2) -> int | torch.Tensor:
+    """Placeholder tokens for a grid (t, h, w): t*h*w / m^2. Works on one grid or a (n, 3) tensor."""
+    g = torch.as_tensor(grid_thw)
+    n = g.prod(-1) // merge_size**2
+    return int(n) if n.ndim == 0 else n
+
+
+# ---------------------------------------------------------------------- reading images
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open an image file, apply its EXIF orientation, and return it fully read."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"image file {path} not found")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return ImageOps.exif_transpose(im)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ImageError(f"cannot read image {path}: {e}") from e
+
+
+def to_rgb_array(image: ImageLike, sixteen_bit: str = "scale") -> np.ndarray:
+    """Any PIL image or HxW / HxWxC array (C = 1, 3 or 4; uint8 or uint16) -> (H, W, 3) uint8 RGB."""
+    if sixteen_bit not in ("scale", "clip"):
+        raise ValueError(f"sixteen_bit={sixteen_bit!r}; use 'scale' or 'clip'")
+    if isinstance(image, Image.Image):
+        return _pil_to_rgb(image, sixteen_bit)
+    if isinstance(image, np.ndarray):
+        return _array_to_rgb(image, sixteen_bit)
+    raise ImageError(f"expected a PIL image or an HxWxC numpy array, got {type(image).__name__}; "
+                     "open files with minglm4v.patchify.load_image(path)")
+
+
+def _pil_to_rgb(im: Image.Image, sixteen_bit: str) -> np.ndarray:
+    if im.width == 0 or im.height == 0:
+        raise ImageError(f"image of size {im.width}x{im.height} is empty")
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        if sixteen_bit == "scale":
+            return _array_to_rgb(np.asarray(im).astype(np.int64).clip(0, 65535).astype(np.uint16), "scale")
+        return np.asarray(im.convert("RGB"))  # what transformers does: values above 255 saturate
+    if im.mode == "F":
+        raise ImageError("32-bit float images (PIL mode 'F') have no fixed range; convert to 8-bit RGB first")
+    if "A" in im.getbands() or im.info.get("transparency") is not None:
+        rgba = im.convert("RGBA")  # composite transparent pixels onto white
+        return np.asarray(Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+                          .convert("RGB"))
+    return np.asarray(im.convert("RGB"))
+
+
+def _array_to_rgb(a: np.ndarray, sixteen_bit: str) -> np.ndarray:
+    if a.ndim == 2:
+        a = a[:, :, None]  # (H, W) -> (H, W, 1)
+    if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
+        raise ImageError(f"array image of shape {a.shape}: expected (H, W), or (H, W, C) with C = 1, 3 or 4 "
+                         "(channels last)")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise ImageError(f"array image of shape {a.shape} is empty")
+    if a.dtype == np.uint16:
+        if sixteen_bit == "scale":
+            a = np.round(a.astype(np.float64) / 257.0).astype(np.uint8)  # 65535 -> 255
+        else:
+            a = a.clip(0, 255).astype(np.uint8)
+    elif a.dtype != np.uint8:
+        raise ImageError(f"array image of dtype {a.dtype}: expected uint8 (0..255) or uint16; for floats in [0, 1] "
+                         "pass (x * 255).round().astype(np.uint8)")
+    if a.shape[2] == 1:
+        return np.repeat(a, 3, axis=2)
+    if a.shape[2] == 4:  # blend onto white with the alpha channel, as transformers does for arrays
+        alpha = a[..., 3:4] / 255.0
+        return np.round(alpha * a[..., :3] + (1 - alpha) * 255).astype(np.uint8)
+    return np.ascontiguousarray(a)
+
+
+# ---------------------------------------------------------------------- patches
+
+def patchify(frames: np.ndarray | torch.Tensor, patch_size: int = 14, temporal_patch_size: int = 2,
+             merge_size: int = 2) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """(T, C, H, W) normalised frames -> pixel_values (t*h*w, C*tp*p*p) and the grid (t, h, w).
+
+    Rows are ordered temporal patch -> merged row -> merged column -> row inside the m x m window -> column inside
+    it, so every m*m consecutive rows form one merge window (facts §2.3). Each row is ordered (c, tp, py, px)."""
+    x = torch.as_tensor(frames)
+    T, C, H, W = x.shape
+    p, tp, m = patch_size, temporal_patch_size, merge_size
+    if T % tp:  # pad the time axis by repeating the last frame
+        x = torch.cat([x, x[-1:].expand(tp - T % tp, C, H, W)])
+    if H % (p * m) or W % (p * m):
+        raise ImageError(f"frames of size {H}x{W} are not multiples of patch_size*merge_size={p * m}; "
+                         "resize them with smart_resize first")
+    t, h, w = x.shape[0] // tp, H // p, W // p
+    x = x.reshape(t, tp, C, h // m, m, p, w // m, m, p)  # (t, tp, C, bh, mh, py, bw, mw, px)
+    x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)  # (t, bh, bw, mh, mw, C, tp, py, px)
+    return x.reshape(t * h * w, C * tp * p * p), (t, h, w)  # (N, C*tp*p*p)
+
+
+def unpatchify(pixel_values: torch.Tensor, grid_thw: Sequence[int], patch_size: int = 14,
+               temporal_patch_size: int = 2, merge_size: int = 2, mean=IMAGE_MEAN, std=IMAGE_STD) -> np.ndarray:
+    """The inverse of `patchify` + normalisation for one grid: (N, C*tp*p*p) -> (T, H, W, C) uint8 frames."""
+    t, h, w = (int(v) for v in grid_thw)
+    p, tp, m = patch_size, temporal_patch_size, merge_size
+    x = torch.as_tensor(pixel_values, dtype=torch.float32)
+    C = x.shape[1] // (tp * p * p)
+    x = x.reshape(t, h // m, w // m, m, m, C, tp, p, p)  # (t, bh, bw, mh, mw, C, tp, py, px)
+    x = x.permute(0, 6, 5, 1, 3, 7, 2, 4, 8)  # (t, tp, C, bh, mh, py, bw, mw, px)
+    x = x.reshape(t * tp, C, h * p, w * p)  # (T, C, H, W)
+    x = x * torch.tensor(std).view(1, C, 1, 1) + torch.tensor(mean).view(1, C, 1, 1)
+    return (x * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()  # (T, H, W, C)
+
+
+def normalize(rgb: np.ndarray, mean=IMAGE_MEAN, std=IMAGE_STD) -> np.ndarray:
+    """(H, W, 3) uint8 -> (3, H, W) float32: x/255 (computed in float64, as transformers), then (x - mean) / std."""
+    x = (rgb.astype(np.float64) * (1 / 255)).astype(np.float32)
+    x = (x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)  # (H, W, 3)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))  # (3, H, W)
+
+
+def preprocess(images: ImageLike | Sequence[ImageLike], *, min_pixels: int = MIN_PIXELS,
+               max_pixels: int = MAX_PIXELS, patch_size: int = 14, temporal_patch_size: int = 2,
+               merge_size: int = 2, mean=IMAGE_MEAN, std=IMAGE_STD,
+               sixteen_bit: str = "scale") -> tuple[torch.Tensor, torch.Tensor]:
+    """One image or a list -> (pixel_values (N, 1176) float32, image_grid_thw (n_images, 3) int64).
+
+    Images are concatenated along N in order; image i owns t*h*w rows where (t, h, w) = image_grid_thw[i]."""
+    if isinstance(images, (Image.Image, np.ndarray)):
+        images = [images]
+    images = list(images)
+    if not images:
+        raise ImageError("preprocess() got no images")
+    if min_pixels <= 0 or max_pixels < min_pixels:
+        raise ImageError(f"need 0 < min_pixels <= max_pixels, got min_pixels={min_pixels}, max_pixels={max_pixels}")
+    rows, grids = [], []
+    for image in images:
+        rgb = to_rgb_array(image, sixteen_bit)  # (H, W, 3) uint8
+        h, w = smart_resize(temporal_patch_size, rgb.shape[0], rgb.shape[1], factor=patch_size * merge_size,
+                            temporal_factor=temporal_patch_size, min_pixels=min_pixels, max_pixels=max_pixels)
+        rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.BICUBIC))  # (h, w, 3) uint8
+        frame = torch.from_numpy(normalize(rgb, mean, std))[None]  # (1, 3, h, w): one frame, repeated by patchify
+        pv, grid = patchify(frame, patch_size, temporal_patch_size, merge_size)
+        rows.append(pv)
+        grids.append(grid)
+    return torch.cat(rows), torch.tensor(grids, dtype=torch.int64)
