@@ -53,3 +53,19 @@ def test_package_never_imports_the_oracle():
     for path in (ROOT / "minglm4v").rglob("*.py"):
         text = path.read_text()
         assert not re.search(r"^\s*(import|from)\s+transformers\b", text, re.M), f"{path} imports transformers"
+
+
+def test_readme_generated_sections_are_current():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme", ROOT / "scripts" / "readme.py")
+    readme = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(readme)
+    text = (ROOT / "README.md").read_text()
+    assert readme.render(text) == text, "README.md is out of date: run `python scripts/readme.py`"
+
+
+def test_readme_names_the_two_commands_and_ci_runs_the_test_one():
+    readme = (ROOT / "README.md").read_text()
+    assert "make demo" in readme and "make test" in readme
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
