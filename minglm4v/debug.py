@@ -43,6 +43,8 @@ def record(model: nn.Module, names: list[str]):
 
         def hook(_mod, _inp, out, name=name):
             out = out[0] if isinstance(out, (tuple, list)) else out
+            # output objects (transformers' vision tower returns its merged features as `pooler_output`)
+            out = getattr(out, "pooler_output", None) if getattr(out, "pooler_output", None) is not None else out
             out = getattr(out, "last_hidden_state", out)
             if isinstance(out, torch.Tensor):
                 store[name] = out.detach().float().cpu()
