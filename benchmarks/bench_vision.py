@@ -4,7 +4,7 @@ Same random weights (copied from the transformers model), float32, a small confi
 one image each of 224^2, 448^2 and 896^2 pixels (16x16, 32x32, 64x64 patches). transformers is only the oracle here;
 the package never imports it.
 
-    .venv/bin/python benchmarks/bench_vision.py [--repeats 5]
+    .venv/bin/python benchmarks/bench_vision.py [--repeats 5] [--threads N]
 """
 
 from __future__ import annotations
@@ -49,7 +49,10 @@ def median_times(fns, repeats: int) -> list[float]:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     cfg = bench_config()
     hf = build_oracle(cfg, seed=0).model.visual.eval()
