@@ -91,8 +91,9 @@ with torch.no_grad():
     as_conv = conv(px.view(6, 3, 2, 14, 14)).view(6, -1)            # (N, C): the checkpoint's view
     as_linear = F.linear(px, conv.weight.reshape(conv.out_channels, -1), conv.bias)   # (N, C)
     ours = model.patch_embed(px)
-print("conv weight", tuple(conv.weight.shape), "-> linear weight", tuple(conv.weight.reshape(conv.out_channels, -1).shape))
-print("conv vs linear agree:", torch.allclose(as_conv, as_linear, atol=1e-5), "| package agrees:", torch.equal(ours, as_linear))
+print("conv weight", tuple(conv.weight.shape), "-> linear weight", (conv.out_channels, vcfg.patch_dim))
+print("conv vs linear agree:", torch.allclose(as_conv, as_linear, atol=1e-5),
+      "| package agrees:", torch.equal(ours, as_linear))
 """)
 
 md(r"""
