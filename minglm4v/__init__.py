@@ -6,7 +6,8 @@ Shape legend, used in comments across the package:
     H query heads      Hkv key/value heads      D head dim       C width (channels)
 
 Components: config (config.py), pixels -> patches (patchify.py), vision tower (vision.py), 3-D rotary positions
-(mrope.py), GLM-4 decoder (decoder.py), the whole model (model.py), checkpoints (weights.py).
+(mrope.py), GLM-4 decoder (decoder.py), the whole model (model.py), checkpoints (weights.py), tokens and the chat
+format (tokenizer.py, chat.py), messages -> model inputs (processor.py).
 """
 
 from importlib import import_module
@@ -20,6 +21,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "preprocess": "minglm4v.patchify",
     "load": "minglm4v.weights",
+    "load_processor": "minglm4v.processor",
+    "split_thinking": "minglm4v.chat",
 }
 
 

@@ -1,0 +1,103 @@
+"""Text <-> token ids with the checkpoint's own `tokenizer.json` (the `tokenizers` library).
+
+GLM-4.1V's tokenizer is a byte-level BPE with ~150k entries whose special tokens (facts §7.2) frame the prompt:
+`[gMASK]<sop>` opens it, `<|system|>`, `<|user|>`, `<|assistant|>` open turns, `<|begin_of_image|><|image|>
+<|end_of_image|>` stand for an image. The real `tokenizer.json` (~20 MB) ships with the checkpoint; this module
+loads it, and `train_tokenizer` builds a small one with the same special tokens for tests and the tiny model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from .errors import MinGlmError
+
+# The special tokens a GLM-4.1V prompt uses, in the order `train_tokenizer` gives them ids 0, 1, 2, ...
+SPECIAL_TOKENS = (
+    "<|endoftext|>", "<|user|>", "<|assistant|>", "<|system|>", "[gMASK]", "<sop>", "<|observation|>",
+    "<|begin_of_image|>", "<|end_of_image|>", "<|image|>", "<|begin_of_video|>", "<|end_of_video|>", "<|video|>",
+)
+# Not special (they survive skip_special_tokens), but single tokens in GLM-4.1V's vocabulary.
+THINKING_TOKENS = ("<think>", "</think>", "<answer>", "</answer>")
+
+
+class TokenizerError(MinGlmError, ValueError):
+    """A tokenizer file that cannot be used, or a token it does not have."""
+
+
+class Tokenizer:
+    """A thin wrapper over `tokenizers.Tokenizer` with the calls the processor and generation need."""
+
+    def __init__(self, backend, source: str = "<memory>"):
+        self.backend = backend  # tokenizers.Tokenizer
+        self.source = source
+        self.special_ids = {i for i, t in backend.get_added_tokens_decoder().items() if t.special}
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> "Tokenizer":
+        from tokenizers import Tokenizer as Backend
+
+        path = Path(folder) / "tokenizer.json"
+        if not path.is_file():
+            raise TokenizerError(f"{path} not found: a checkpoint folder must contain the tokenizer.json it was "
+                                 "trained with")
+        try:
+            backend = Backend.from_file(str(path))
+        except Exception as e:  # the Rust side raises its own exception type
+            raise TokenizerError(f"cannot read {path}: {e}") from e
+        return cls(backend, str(path))
+
+    def save(self, folder: str | Path, eos_token: str = "<|endoftext|>", pad_token: str = "<|endoftext|>") -> None:
+        """Write tokenizer.json and a tokenizer_config.json that transformers' PreTrainedTokenizerFast reads."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.backend.save(str(folder / "tokenizer.json"))
+        config = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": eos_token, "pad_token": pad_token,
+                  "padding_side": "left", "clean_up_tokenization_spaces": False, "model_max_length": 65536}
+        (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+    # ------------------------------------------------------------------ the calls
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text`, with no extra special tokens added (the chat format writes them itself)."""
+        return self.backend.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
+        return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    def token_to_id(self, token: str) -> int:
+        i = self.backend.token_to_id(token)
+        if i is None:
+            raise TokenizerError(f"token {token!r} is not in the vocabulary of {self.source}; is this a GLM-4.1V "
+                                 "tokenizer.json?")
+        return i
+
+    def id_to_token(self, i: int) -> str | None:
+        return self.backend.id_to_token(int(i))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.get_vocab_size(with_added_tokens=True)
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 600, extra_tokens: Sequence[str] = THINKING_TOKENS,
+                    ) -> Tokenizer:
+    """A small byte-level BPE with GLM-4.1V's special tokens at ids 0..12 (`SPECIAL_TOKENS` order), the learned
+    vocabulary, then `extra_tokens` as ordinary (non-special) added tokens. Deterministic for the same texts."""
+    from tokenizers import AddedToken, Tokenizer as Backend, decoders, models, pre_tokenizers, trainers
+
+    backend = Backend(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    specials = [AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS]
+    extras = [AddedToken(t, special=False, normalized=False) for t in extra_tokens]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    backend.train_from_iterator(list(texts), trainer=trainer)
+    backend.add_tokens(extras)  # single tokens that decoding keeps
+    tok = Tokenizer(backend)
+    for i, t in enumerate(SPECIAL_TOKENS):
+        assert tok.token_to_id(t) == i, (t, tok.token_to_id(t))
+    return tok
