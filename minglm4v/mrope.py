@@ -90,12 +90,12 @@ def get_rope_index(input_ids: torch.Tensor, config: Glm4vConfig, image_grid_thw:
                 raise InputError(f"row {b} has a run of {n} {name} placeholder tokens at position {start} but "
                                  f"no {name} grid is left in {'image' if kind == IMAGE else 'video'}_grid_thw "
                                  f"({len(grids[kind])} given); pass one grid per {name.split()[0]}")
-            t, h, w = grids[kind][used[kind]]
+            t, h, w, patches = grids[kind][used[kind]]
             used[kind] += 1
             if n != t * h * w:
                 raise InputError(f"row {b}: a run of {n} {name} placeholder tokens at position {start}, but its "
-                                 f"grid gives {t}x{h}x{w} = {t * h * w} merged tokens; expand each placeholder to "
-                                 "grid_t*grid_h*grid_w/merge_size^2 tokens")
+                                 f"grid {patches} (in patches) gives {t}x{h}x{w} = {t * h * w} merged tokens; "
+                                 "expand each placeholder to grid_t*grid_h*grid_w/merge_size^2 tokens")
             # vision block: (st + t, st + row, st + col) in raster order; then text resumes at st + max(h, w)
             tt, hh, ww = torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij")
             pieces.append(st + torch.stack([tt, hh, ww]).reshape(3, n))  # (3, t*h*w)
@@ -111,8 +111,9 @@ def get_rope_index(input_ids: torch.Tensor, config: Glm4vConfig, image_grid_thw:
     return position_ids, torch.tensor(deltas, device=input_ids.device).unsqueeze(1)
 
 
-def _grid_rows(grid_thw: torch.Tensor | None, name: str, m: int, split_time: bool = False) -> list[tuple[int, ...]]:
-    """(n, 3) patch grids -> merged (t, h, w) per placeholder run; videos give one (1, h, w) per temporal patch."""
+def _grid_rows(grid_thw: torch.Tensor | None, name: str, m: int, split_time: bool = False) -> list[tuple]:
+    """(n, 3) patch grids -> merged (t, h, w, patch grid) per placeholder run; videos give one (1, h, w, ...) per
+    temporal patch."""
     if grid_thw is None:
         return []
     if grid_thw.ndim != 2 or grid_thw.shape[1] != 3:
@@ -124,7 +125,7 @@ def _grid_rows(grid_thw: torch.Tensor | None, name: str, m: int, split_time: boo
                              f"{m}")
         if not split_time and t != 1:
             raise InputError(f"{name} row {[t, h, w]}: an image has t = 1; pass videos as video_grid_thw")
-        rows += [(1, h // m, w // m)] * t
+        rows += [(1, h // m, w // m, [t, h, w])] * t
     return rows
 
 
@@ -138,11 +139,14 @@ def text_position_ids(attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch
     return pos.unsqueeze(0).expand(3, -1, -1), deltas
 
 
-def decode_position_ids(rope_deltas: torch.Tensor, cache_position: torch.Tensor) -> torch.Tensor:
-    """Positions of new tokens during cached decoding: cache_position + rope_delta on all three axes.
+def decode_position_ids(rope_deltas: torch.Tensor, attention_mask: torch.Tensor, n_new: int) -> torch.Tensor:
+    """Positions of new tokens during cached decoding, on all three axes:
+    (number of real tokens before it) + rope_delta, i.e. max prefill position + 1 + k for the k-th new token.
 
-    rope_deltas (B, 1) from the prefill, cache_position (L_new,) plain indices -> (3, B, L_new)."""
-    pos = cache_position.view(1, -1) + rope_deltas  # (B, L_new)
+    rope_deltas (B, 1) from the prefill; attention_mask (B, L_past + n_new) covering the prompt (with its left
+    padding) and the new tokens -> (3, B, n_new)."""
+    real_index = attention_mask.long().cumsum(-1) - 1  # (B, L_past + n_new): index among real tokens
+    pos = real_index[:, -n_new:] + rope_deltas  # (B, n_new)
     return pos.unsqueeze(0).expand(3, -1, -1)
 
 

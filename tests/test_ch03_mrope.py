@@ -161,8 +161,30 @@ def test_decode_positions_continue_after_the_prompt():
     ids, _ = Prompt().text(2).image([1, 4, 6]).text(1).tensors()
     pos, delta = get_rope_index(ids, CFG, image_grid_thw=torch.tensor([[1, 4, 6]]))
     L, P = ids.shape[1], int(pos.max())
-    new = decode_position_ids(delta, torch.arange(L, L + 3))
+    new = decode_position_ids(delta, torch.ones(1, L + 3, dtype=torch.long), 3)
     assert new.shape == (3, 1, 3) and new[:, 0].tolist() == [[P + 1, P + 2, P + 3]] * 3
+
+
+def test_decode_positions_of_a_padded_batch_match_the_oracle(hf):
+    """Left-padded rows continue from their own largest position; transformers' cached path agrees."""
+    a = Prompt(seed=2).text(2).image([1, 4, 4]).text(1)
+    b = Prompt(seed=3).text(6).image([1, 2, 6]).text(4)
+    ids, types, mask = left_pad([a, b])
+    grids = torch.tensor([[1, 4, 4], [1, 2, 6]])
+    pos, delta = get_rope_index(ids, CFG, image_grid_thw=grids, attention_mask=mask)
+    full_mask = torch.cat([mask, torch.ones(2, 2, dtype=torch.long)], dim=1)  # two new tokens per row
+    new = decode_position_ids(delta, full_mask, 2)
+    assert new[0].tolist() == [[int(pos[:, r].max()) + 1 + k for k in range(2)] for r in range(2)]
+
+    class Cache:  # what transformers asks of its cache here: how many tokens it holds
+        def get_seq_length(self):
+            return ids.shape[1]
+
+    hf.model.rope_deltas = delta
+    want = hf.model.compute_3d_position_ids(input_ids=None, inputs_embeds=torch.zeros(2, 2, 1),
+                                            attention_mask=full_mask, cache=Cache())
+    hf.model.rope_deltas = None
+    assert torch.equal(new, want[:, :, -2:])
 
 
 @pytest.mark.parametrize("bad", ["too_few_tokens", "grid_without_tokens", "tokens_without_grid", "mixed"])
