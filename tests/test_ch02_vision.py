@@ -169,11 +169,14 @@ def test_tower_matches_oracle_bfloat16(pair, name):
 
     Two implementations that round at slightly different places (Linear vs Conv3d accumulation order, interpolate vs
     grid_sample, batched vs single SDPA) therefore disagree by about as much as either one differs from float32.
-    So the tolerance is calibrated on the oracle itself: with the *same* bf16 weights run in float32 as the truth,
-    our bf16 features may differ from the oracle's bf16 features by at most 2x the oracle's own bf16 error, and our
-    error against the truth may be at most 1.5x the oracle's. (Measured: ours-vs-oracle ~3-4e-3 on features of
-    magnitude ~0.4, oracle's own error ~3.5-4.5e-3.) A bf16 cast in the wrong place (e.g. rotary or RMSNorm in
-    bf16) raises our error above the oracle's and fails the second bound."""
+    So the tolerance is calibrated on the oracle itself, with the *same* bf16 weights run in float32 as the truth:
+      * max |ours - oracle| <= 2 x max |oracle - truth| (measured over 12 seeds: 0.8-1.2x);
+      * RMS(ours - truth) <= 1.2 x RMS(oracle - truth): we round no worse than the oracle on average (measured:
+        0.94-1.04x; the max error alone is too noisy a statistic for this, it ranged 0.8-1.6x).
+    On these features (max ~0.3-0.5) the first bound is ~6e-3 to 9e-3 absolute. The float32 tests pin down the
+    computation; this one checks that the bf16 path stays in bf16 end to end and agrees with the oracle's bf16 run to
+    within bf16 rounding. (At this size, moving the rotary or the RMSNorm statistics from float32 to bf16 stays
+    inside that noise, so it is not what this test is for; a wrong weight, order or formula is far outside it.)"""
     cfg, hf, ours = pair(name, torch.bfloat16)
     truth_model = VisionModel(cfg.vision_config)
     truth_model.load_state_dict({k: v.float() for k, v in hf.model.visual.state_dict().items()}, strict=True)
@@ -187,7 +190,9 @@ def test_tower_matches_oracle_bfloat16(pair, name):
     oracle_err = (theirs.float() - truth).abs().max().item()
     assert 0 < oracle_err < 0.05 * truth.abs().max().item()
     assert_close(mine.float(), theirs.float(), atol=2 * oracle_err, what=f"{name} bf16 features vs oracle bf16")
-    assert_close(mine.float(), truth, atol=1.5 * oracle_err, what=f"{name} bf16 features vs float32 truth")
+    rms = lambda x: x.float().pow(2).mean().sqrt().item()  # noqa: E731
+    ours_rms, oracle_rms = rms(mine.float() - truth), rms(theirs.float() - truth)
+    assert ours_rms <= 1.2 * oracle_rms, f"{name}: our bf16 RMS error {ours_rms:.3g} vs the oracle's {oracle_rms:.3g}"
 
 
 def test_video_temporal_patches_match_oracle(pair):
