@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import VisionConfig
-from .errors import MinGlmError
+from .errors import ConfigError, MinGlmError
 from .vision_attention import (VisionAttention, apply_rotary, merge_window_order, patch_coords,  # noqa: F401
                                segment_lengths, vision_rotary_angles)
 
@@ -161,6 +161,9 @@ class VisionModel(nn.Module):
 
     def __init__(self, config: VisionConfig):
         super().__init__()
+        if config.attention_bias:
+            raise ConfigError("vision attention_bias=True: GLM-4.1V's vision qkv/proj have no bias and this tower "
+                              "builds none; use attention_bias=False (the published value)")
         self.config = config
         C, Co, m = config.hidden_size, config.out_hidden_size, config.spatial_merge_size
         self.patch_embed = PatchEmbed(config)

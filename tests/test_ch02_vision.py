@@ -13,6 +13,7 @@ import torch
 from oracle import assert_close, build_oracle
 
 from minglm4v.config import VisionConfig, tiny
+from minglm4v.errors import ConfigError
 from minglm4v.vision import (PatchMerger, VisionBlock, VisionInputError, VisionModel, interpolate_pos_table,
                              patch_coords, position_embeddings, segment_lengths, vision_rotary_angles)
 
@@ -262,3 +263,8 @@ def test_bad_inputs_raise_clear_errors(pair, bad, match):
     with pytest.raises(VisionInputError, match=match):
         ours(px, grid)
     assert issubclass(VisionInputError, ValueError)
+
+
+def test_vision_attention_bias_is_refused():
+    with pytest.raises(ConfigError, match="attention_bias"):
+        VisionModel(dataclasses.replace(tiny().vision_config, attention_bias=True))
