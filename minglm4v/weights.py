@@ -160,8 +160,11 @@ def _assign(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
 
 def load(path: str | Path, dtype: torch.dtype | None = None,
          device: str | torch.device = "cpu") -> Glm4vForConditionalGeneration:
-    """Load a GLM-4.1V checkpoint folder. The model is in eval mode; `model.config` is its config and
-    `model.load_report` says how many tensors and parameters were read from which files."""
+    """Load a GLM-4.1V checkpoint folder onto `device`, in the stored dtype unless `dtype` is given.
+
+    The model is in eval mode with `requires_grad=False` parameters (inference; call `.requires_grad_()` to train);
+    `model.config` is its config and `model.load_report` says how many tensors and parameters were read from which
+    files."""
     folder = Path(path)
     if not folder.is_dir():
         raise CheckpointNotFoundError(f"checkpoint folder {folder} does not exist; pass the folder holding "
