@@ -352,7 +352,7 @@ md(r"""
 ## Test this chapter's code
 
 ```
-.venv/bin/python -m pytest tests/test_ch03_mrope.py -q
+pytest tests/test_ch03_mrope.py
 ```
 """)
 

@@ -293,7 +293,7 @@ md(r"""
 ## Test this chapter's code
 
 ```
-.venv/bin/python -m pytest tests/test_ch04_decoder.py tests/test_ch04_weights.py -q
+pytest tests/test_ch04_decoder.py tests/test_ch04_weights.py
 ```
 """)
 
