@@ -21,8 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cache import KVCache
 from .config import TextConfig
+from .errors import InputError
 from .mrope import apply_mrope, rotary_cos_sin
+
+Mask = tuple  # (boolean attention mask (B, 1, L, T) or None, is_causal): see attention_mask_4d
 
 
 class RMSNorm(nn.Module):
@@ -50,21 +54,21 @@ class TextAttention(nn.Module):
         self.v_proj = nn.Linear(C, self.Hkv * self.D, bias=True)
         self.o_proj = nn.Linear(self.H * self.D, C, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None
-                ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: Mask,
+                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, L, _ = x.shape
         q = self.q_proj(x).view(B, L, self.H, self.D).transpose(1, 2)  # (B, H, L, D)
         k = self.k_proj(x).view(B, L, self.Hkv, self.D).transpose(1, 2)  # (B, Hkv, L, D)
         v = self.v_proj(x).view(B, L, self.Hkv, self.D).transpose(1, 2)  # (B, Hkv, L, D)
         q, k = apply_mrope(q, cos, sin), apply_mrope(k, cos, sin)
+        if cache is not None:  # keys and values of everything so far: (B, Hkv, T, D), T = past + L
+            k, v = cache.update(layer, k, v)
         # grouped-query attention: KV head j is repeated for its H/Hkv query heads
-        k = k.repeat_interleave(self.H // self.Hkv, dim=1)  # (B, H, L, D)
-        v = v.repeat_interleave(self.H // self.Hkv, dim=1)  # (B, H, L, D)
+        k = k.repeat_interleave(self.H // self.Hkv, dim=1)  # (B, H, T, D)
+        v = v.repeat_interleave(self.H // self.Hkv, dim=1)  # (B, H, T, D)
         # softmax(q k^T / sqrt(D) + mask) v
-        if mask is None:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, L, D)
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, L, D)
+        attn_mask, is_causal = mask
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)  # (B, H, L, D)
         out = out.transpose(1, 2).reshape(B, L, self.H * self.D)  # (B, L, H*D)
         return self.o_proj(out)
 
@@ -93,26 +97,36 @@ class DecoderLayer(nn.Module):
         self.mlp = TextMLP(cfg)
         self.post_mlp_layernorm = RMSNorm(C, eps)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None
-                ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: Mask,
+                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         # x = x + post_norm(attn(pre_norm(x)))
-        x = x + self.post_self_attn_layernorm(self.self_attn(self.input_layernorm(x), cos, sin, mask))
+        x = x + self.post_self_attn_layernorm(self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer))
         # x = x + post_norm(mlp(pre_norm(x)))
         return x + self.post_mlp_layernorm(self.mlp(self.post_attention_layernorm(x)))
 
 
-def attention_mask_4d(attention_mask: torch.Tensor | None, L: int) -> torch.Tensor | None:
-    """(B, L) 1 = real token, 0 = pad -> boolean (B, 1, L, L), True where a query may look at a key.
+def attention_mask_4d(attention_mask: torch.Tensor | None, L: int, past: int = 0) -> Mask:
+    """(B, past + L) mask, 1 = real token, 0 = pad -> (boolean (B, 1, L, past + L) or None, is_causal).
 
-    Query i sees key j when j <= i (causal) and key j is real. A pad query would see nothing (and softmax over
-    nothing is NaN), so it is allowed to see itself; its output is filler. None (no padding) -> None: plain causal."""
+    Query i (at absolute slot past + i) sees key j when j <= past + i (causal) and key j is real. A pad query would
+    see nothing (and softmax over nothing is NaN), so it is allowed to see itself; its output is filler.
+    Without padding no tensor is built: plain causal attention for a prefill, no mask at all for one new token."""
+    T = past + L
+    if attention_mask is not None and attention_mask.shape[-1] != T:
+        raise InputError(f"attention_mask covers {attention_mask.shape[-1]} positions but the cache holds {past} "
+                         f"and {L} are new; extend the mask by one column per generated token")
     if attention_mask is None or bool(attention_mask.all()):
-        return None
+        if L == 1:
+            return None, False  # the newest token sees everything
+        if past == 0:
+            return None, True
+        attention_mask = torch.ones(1, T, dtype=torch.long)
     device = attention_mask.device
-    causal = torch.ones(L, L, dtype=torch.bool, device=device).tril()  # (L, L)
-    mask = causal[None] & attention_mask.bool()[:, None, :]  # (B, L, L)
-    mask = mask | torch.eye(L, dtype=torch.bool, device=device)[None]  # (B, L, L)
-    return mask[:, None]  # (B, 1, L, L)
+    slots = torch.arange(T, device=device)
+    causal = slots[None, :] <= (past + torch.arange(L, device=device))[:, None]  # (L, T)
+    mask = causal[None] & attention_mask.bool()[:, None, :]  # (B, L, T)
+    mask = mask | (slots[None, :] == (past + torch.arange(L, device=device))[:, None])[None]  # (B, L, T)
+    return mask[:, None], False  # (B, 1, L, T)
 
 
 class TextModel(nn.Module):
@@ -127,12 +141,17 @@ class TextModel(nn.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
     def forward(self, inputs_embeds: torch.Tensor, position_ids: torch.Tensor,
-                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """inputs_embeds (B, L, C), position_ids (3, B, L), attention_mask (B, L) or None -> (B, L, C)."""
+                attention_mask: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
+        """inputs_embeds (B, L, C), position_ids (3, B, L), attention_mask (B, past + L) or None -> (B, L, C).
+
+        With a `cache`, keys and values of earlier positions come from it and this call's are added to it."""
         B, L, _ = inputs_embeds.shape
+        past = cache.length if cache is not None else 0
         cos, sin = rotary_cos_sin(position_ids, self.config, inputs_embeds.dtype)  # (B, L, R) each
-        mask = attention_mask_4d(attention_mask, L)
+        mask = attention_mask_4d(attention_mask, L, past)
         x = inputs_embeds
-        for layer in self.layers:
-            x = layer(x, cos, sin, mask)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, mask, cache, i)
+        if cache is not None:
+            cache.advance(L)
         return self.norm(x)

@@ -130,5 +130,18 @@ class Glm4vForConditionalGeneration(nn.Module):
         x = self.embed(input_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw)  # (B, L, C)
         if position_ids is None:
             position_ids, _ = self.position_ids(input_ids, attention_mask, image_grid_thw, video_grid_thw)
-        h = self.language_model(x, position_ids.to(x.device), attention_mask)  # (B, L, C)
-        return self.lm_head(h)  # (B, L, V)
+        return self.logits(x, position_ids.to(x.device), attention_mask)  # (B, L, V)
+
+    def logits(self, inputs_embeds: torch.Tensor, position_ids: torch.Tensor,
+               attention_mask: torch.Tensor | None = None, cache=None, last_only: bool = False) -> torch.Tensor:
+        """Decoder + lm_head on embeddings. With `last_only`, only the last position is projected onto the
+        vocabulary (all generation needs; it saves a (B, L, V) matrix)."""
+        h = self.language_model(inputs_embeds, position_ids, attention_mask, cache)  # (B, L, C)
+        return self.lm_head(h[:, -1:] if last_only else h)  # (B, L or 1, V)
+
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        """Prompt plus new tokens, (B, L + n), like transformers' generate; see generation.generate for options:
+        max_new_tokens, do_sample, temperature, top_k, top_p, min_p, repetition_penalty, seed, eos_token_id."""
+        from .generation import generate
+
+        return generate(self, input_ids, attention_mask, **kwargs)

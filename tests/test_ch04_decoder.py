@@ -144,7 +144,7 @@ def test_decoder_layer_matches_oracle_layer(pair):
     got = layer(x, cos, sin, attention_mask_4d(mask, 6))
     hf_layer = hf.model.language_model.layers[1]
     # transformers' additive mask: 0 where allowed, -inf where not
-    add = torch.zeros(2, 1, 6, 6).masked_fill(~attention_mask_4d(mask, 6), float("-inf"))
+    add = torch.zeros(2, 1, 6, 6).masked_fill(~attention_mask_4d(mask, 6)[0], float("-inf"))
     want = hf_layer(x, position_embeddings=hf.model.language_model.rotary_emb(x, pos), attention_mask=add)
     want = want[0] if isinstance(want, tuple) else want
     oracle.assert_close(got[mask.bool()], want[mask.bool()], atol=1e-5, what="layer 1")

@@ -134,7 +134,7 @@ nobody reads. Row 0 below has two pads:
 code(r"""
 # NBVAL_CHECK_OUTPUT
 mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
-m4 = attention_mask_4d(mask, 6)  # (B, 1, L, L), True = may attend
+m4, _ = attention_mask_4d(mask, 6)  # (B, 1, L, L), True = may attend
 print("mask shape", tuple(m4.shape))
 for b in range(2):
     print(f"row {b} (query down, key across):")
