@@ -4,9 +4,16 @@ Mirrors transformers' `Glm4vProcessor.apply_chat_template(..., tokenize=True, re
 return_tensors="pt")`:
 
     messages --chat.render_chat--> "[gMASK]<sop><|user|>\\n<|begin_of_image|><|image|><|end_of_image|>What...?"
-             --tokenizer--> ids with one <|image|> per image
-             --expand--> each <|image|> repeated t*h*w/m^2 times (its image's token count, facts §2.4)
+             --tokenizer--> ids with one <|image|> per image and one <|video|> per video
+             --expand--> each <|image|> repeated t*h*w/m^2 times (its image's token count, facts §2.4);
+                         each <|video|> replaced, per temporal patch k, by
+                         <|begin_of_image|> <|image|> x h*w/m^2 <|end_of_image|> "{seconds of patch k}" (facts §3.3)
     images   --patchify.preprocess--> pixel_values (N, 1176), image_grid_thw (n, 3)
+    videos   --video.preprocess_videos--> pixel_values_videos (N', 1176), video_grid_thw (n', 3)
+
+A video item is `{"type": "video", "video": "clip.mp4"}` (or "path": ...), a `video.SampledVideo`, or frames with
+their rate: `{"type": "video", "video": [frame, ...] or a (T, H, W, 3) uint8 array, "fps": 12}`. Images and videos
+in one request are refused: GLM-4.1V gives both the same placeholder id (facts §5), and the reference mixes them up.
 
 A list of conversations gives a left-padded batch (`attention_mask` 0 on the padding), which is how batched
 generation wants it. Shapes: B conversations, L longest prompt, N patch rows, n images.
@@ -26,6 +33,7 @@ from PIL import Image
 from . import chat
 from .errors import ImageError, MinGlmError
 from .patchify import IMAGE_MEAN, IMAGE_STD, MAX_PIXELS, MIN_PIXELS, load_image, num_image_tokens, preprocess
+from . import video as V
 from .tokenizer import Tokenizer
 
 
@@ -81,17 +89,80 @@ class ImageProcessorConfig:
                 "processor_class": "Glm4vProcessor"}
 
 
+@dataclass(frozen=True)
+class VideoProcessorConfig:
+    """The fields of `video_preprocessor_config.json` (facts §3), with the published values and the class defaults
+    of transformers' Glm4vVideoProcessor (fps 2, max_duration 300) as defaults."""
+    min_pixels: int = V.VIDEO_MIN_PIXELS  # "size": {"shortest_edge": ...}: pixels over all frames of a clip
+    max_pixels: int = V.VIDEO_MAX_PIXELS  # "size": {"longest_edge": ...}
+    patch_size: int = 14
+    temporal_patch_size: int = 2
+    merge_size: int = 2
+    image_mean: tuple[float, ...] = IMAGE_MEAN
+    image_std: tuple[float, ...] = IMAGE_STD
+    fps: float = V.SAMPLE_FPS  # frames kept per second
+    max_duration: float = V.MAX_DURATION  # seconds sampled at `fps`; longer clips get fps*max_duration frames
+
+    _FIXED = {**ImageProcessorConfig._FIXED, "do_sample_frames": True, "do_center_crop": False}
+    # "num_frames" is not read by GLM's sampler; "max_image_size" is not used by its resize (facts §3)
+    _IGNORED = ImageProcessorConfig._IGNORED | {"num_frames", "max_image_size", "return_metadata"}
+
+    @classmethod
+    def from_file(cls, path: Path) -> "VideoProcessorConfig":
+        try:
+            d = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ProcessorError(f"cannot read {path}: {e}") from e
+        kw: dict[str, Any] = {}
+        for k, v in d.items():
+            if k == "size":
+                if not isinstance(v, dict) or set(v) != {"shortest_edge", "longest_edge"}:
+                    raise ProcessorError(f"{path}: 'size' must be {{'shortest_edge': min_pixels, 'longest_edge': "
+                                         f"max_pixels}} (pixel counts over all frames), got {v!r}")
+                kw["min_pixels"], kw["max_pixels"] = int(v["shortest_edge"]), int(v["longest_edge"])
+            elif k in ("patch_size", "temporal_patch_size", "merge_size"):
+                kw[k] = int(v)
+            elif k in ("fps", "max_duration"):
+                kw[k] = float(v)
+            elif k in ("image_mean", "image_std"):
+                kw[k] = tuple(float(x) for x in v)
+            elif k in cls._FIXED:
+                if v != cls._FIXED[k]:
+                    raise ProcessorError(f"{path}: {k}={v!r} is not supported (only {cls._FIXED[k]!r} is)")
+            elif k not in cls._IGNORED:
+                raise ProcessorError(f"{path}: unknown key {k!r}; minglm4v does not know what it would change")
+        return cls(**kw)
+
+    @classmethod
+    def matching(cls, image: ImageProcessorConfig) -> "VideoProcessorConfig":
+        """For a folder without video_preprocessor_config.json: the published video settings, with patch, merge
+        and temporal sizes and mean/std taken from the image settings (the vision tower fixes those)."""
+        return cls(patch_size=image.patch_size, temporal_patch_size=image.temporal_patch_size,
+                   merge_size=image.merge_size, image_mean=image.image_mean, image_std=image.image_std)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"size": {"shortest_edge": self.min_pixels, "longest_edge": self.max_pixels},
+                "do_rescale": True, "patch_size": self.patch_size, "temporal_patch_size": self.temporal_patch_size,
+                "merge_size": self.merge_size, "image_mean": list(self.image_mean),
+                "image_std": list(self.image_std), "fps": self.fps, "max_duration": self.max_duration,
+                "video_processor_type": "Glm4vVideoProcessor", "processor_class": "Glm4vProcessor"}
+
+
 class Processor:
     """`processor.apply_chat_template(messages)` -> dict of tensors ready for `model(**inputs)`."""
 
     def __init__(self, tokenizer: Tokenizer, image_config: ImageProcessorConfig | None = None,
-                 chat_template: str | None = None):
+                 chat_template: str | None = None, video_config: VideoProcessorConfig | None = None):
         self.tokenizer = tokenizer
         self.image_config = image_config or ImageProcessorConfig()
+        self.video_config = video_config or VideoProcessorConfig.matching(self.image_config)
         # None or GLM-4.1V's own template: the Python renderer (chat.py); any other template: rendered by jinja2
         self.chat_template = None if chat_template is None or chat.template_is_glm41v(chat_template) \
             else chat_template
         self.image_token_id = tokenizer.token_to_id("<|image|>")
+        self.video_token_id = tokenizer.token_to_id("<|video|>")
+        self.image_start_id = tokenizer.token_to_id("<|begin_of_image|>")
+        self.image_end_id = tokenizer.token_to_id("<|end_of_image|>")
         self.pad_token_id = tokenizer.token_to_id("<|endoftext|>")
 
     @classmethod
@@ -103,12 +174,17 @@ class Processor:
         if not pre.is_file():
             raise ProcessorError(f"{pre} not found: a checkpoint folder must contain preprocessor_config.json "
                                  "(the image preprocessing settings)")
-        return cls(Tokenizer.from_pretrained(folder), ImageProcessorConfig.from_file(pre), _read_template(folder))
+        image_config = ImageProcessorConfig.from_file(pre)
+        vpre = folder / "video_preprocessor_config.json"  # absent: published video settings (see `matching`)
+        video_config = VideoProcessorConfig.from_file(vpre) if vpre.is_file() else None
+        return cls(Tokenizer.from_pretrained(folder), image_config, _read_template(folder), video_config)
 
     def save_pretrained(self, folder: str | Path) -> None:
         folder = Path(folder)
         self.tokenizer.save(folder)
         (folder / "preprocessor_config.json").write_text(json.dumps(self.image_config.to_dict(), indent=4) + "\n")
+        (folder / "video_preprocessor_config.json").write_text(json.dumps(self.video_config.to_dict(), indent=4)
+                                                               + "\n")
         if self.chat_template is not None:
             (folder / "chat_template.jinja").write_text(self.chat_template)
 
@@ -129,45 +205,105 @@ class Processor:
 
     def apply_chat_template(self, conversations, add_generation_prompt: bool = True) -> dict[str, torch.Tensor]:
         """One conversation (a list of messages) or a list of them -> input_ids, attention_mask (B, L) and, when
-        there are images, pixel_values (N, 1176) and image_grid_thw (n, 3), images in reading order."""
+        there are images, pixel_values (N, 1176) and image_grid_thw (n, 3), or, when there are videos,
+        pixel_values_videos (N, 1176) and video_grid_thw (n, 3); images and videos each in reading order."""
         batch = _as_batch(conversations)
-        texts, images = [], []
+        texts, images, videos = [], [], []
         for conv in batch:
             chat.check_messages(conv)
             texts.append(self.render(conv, add_generation_prompt))
-            images.append([_image_of(item) for msg in conv if isinstance(msg["content"], (list, tuple))
-                           for item in msg["content"] if chat.item_kind(item) == "image"])
-        for conv in batch:
-            if any(chat.item_kind(it) == "video" for m in conv if isinstance(m["content"], (list, tuple))
-                   for it in m["content"]):
-                raise ProcessorError("video input is not supported by this processor yet")
+            items = [item for msg in conv if isinstance(msg["content"], (list, tuple)) for item in msg["content"]]
+            images.append([item for item in items if chat.item_kind(item) == "image"])
+            videos.append([item for item in items if chat.item_kind(item) == "video"])
+        if any(images) and any(videos):
+            raise ProcessorError("this request holds both images and videos; GLM-4.1V cannot take them together "
+                                 "(a video's frames use the same <|image|> placeholder id as an image, and the "
+                                 "reference model mixes up their features). Send images and videos in separate "
+                                 "requests")
         out: dict[str, torch.Tensor] = {}
-        flat = [im for ims in images for im in ims]
-        counts: list[int] = []
+        image_counts: list[int] = []
+        flat = [_image_of(item) for ims in images for item in ims]
         if flat:
             c = self.image_config
             pixel_values, grid = preprocess(flat, min_pixels=c.min_pixels, max_pixels=c.max_pixels,
                                             patch_size=c.patch_size, temporal_patch_size=c.temporal_patch_size,
                                             merge_size=c.merge_size, mean=c.image_mean, std=c.image_std)
             out["pixel_values"], out["image_grid_thw"] = pixel_values, grid
-            counts = num_image_tokens(grid, c.merge_size).tolist()
-        rows, start = [], 0
-        for i, (text, ims) in enumerate(zip(texts, images)):
-            rows.append(self._expand(self.tokenizer.encode(text), counts[start:start + len(ims)], i))
-            start += len(ims)
+            image_counts = num_image_tokens(grid, c.merge_size).tolist()
+        blocks: list[list[int]] = []
+        flat_videos = [item for vids in videos for item in vids]
+        if flat_videos:
+            v = self.preprocess_videos([self._video_of(item) for item in flat_videos])
+            out["pixel_values_videos"], out["video_grid_thw"] = v.pixel_values_videos, v.video_grid_thw
+            blocks = [self._video_ids(g, ts) for g, ts in zip(v.video_grid_thw.tolist(), v.timestamps)]
+        rows, i_start, v_start = [], 0, 0
+        for b, (text, ims, vids) in enumerate(zip(texts, images, videos)):
+            rows.append(self._expand(self.tokenizer.encode(text), image_counts[i_start:i_start + len(ims)],
+                                     blocks[v_start:v_start + len(vids)], b))
+            i_start += len(ims)
+            v_start += len(vids)
         out["input_ids"], out["attention_mask"] = self._left_pad(rows)
-        return {k: out[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw") if k in out}
+        keys = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "pixel_values_videos",
+                "video_grid_thw")
+        return {k: out[k] for k in keys if k in out}
 
-    def _expand(self, ids: list[int], counts: list[int], which: int) -> list[int]:
-        """Repeat the k-th <|image|> id counts[k] times."""
+    # ------------------------------------------------------------------ video
+
+    def preprocess_videos(self, videos) -> V.VideoInputs:
+        """File paths / `video.SampledVideo`s -> `video.VideoInputs` with this processor's video settings (the
+        pixels and grids, plus each video's frame indices and per-temporal-patch timestamps)."""
+        c = self.video_config
+        return V.preprocess_videos(videos, sample_fps=c.fps, max_duration=c.max_duration, min_pixels=c.min_pixels,
+                                   max_pixels=c.max_pixels, patch_size=c.patch_size,
+                                   temporal_patch_size=c.temporal_patch_size, merge_size=c.merge_size,
+                                   mean=c.image_mean, std=c.image_std)
+
+    def _video_of(self, item: dict):
+        v = item.get("video", item.get("path"))
+        if isinstance(v, V.SampledVideo):
+            return v
+        if isinstance(v, (str, Path)):
+            if str(v).startswith(("http://", "https://")):
+                raise V.VideoError(f"video {v}: minglm4v does not download; save the file and pass its path")
+            return Path(v)
+        if isinstance(v, (list, tuple, np.ndarray)):
+            if item.get("fps") is None:
+                raise V.VideoError("a video given as frames needs their frame rate: add 'fps': <frames per second> "
+                                   "to the video item (timestamps and sampling depend on it)")
+            c = self.video_config
+            return V.from_frames(v, float(item["fps"]), sample_fps=c.fps, max_duration=c.max_duration)
+        raise V.VideoError(f"a video item holds a {type(v).__name__}; give a file path, a list of frames (or a "
+                           "(T, H, W, 3) uint8 array) with 'fps', or a minglm4v.video.SampledVideo")
+
+    def _video_ids(self, grid: list[int], timestamps: list[float]) -> list[int]:
+        """The ids that replace one <|video|>: per temporal patch, an image block and its whole seconds as text."""
+        t, h, w = grid
+        n = h * w // self.video_config.merge_size**2
+        out: list[int] = []
+        for s in timestamps:
+            out += [self.image_start_id] + [self.image_token_id] * n + [self.image_end_id]
+            out += self.tokenizer.encode(str(int(s)))  # digits are ordinary text between two special tokens
+        return out
+
+    # ------------------------------------------------------------------ placeholders
+
+    def _expand(self, ids: list[int], counts: list[int], videos: list[list[int]], which: int) -> list[int]:
+        """Repeat the k-th <|image|> id counts[k] times; replace the k-th <|video|> id by videos[k]."""
         slots = [j for j, t in enumerate(ids) if t == self.image_token_id]
+        vslots = [j for j, t in enumerate(ids) if t == self.video_token_id]
         if len(slots) != len(counts):
             raise ProcessorError(f"conversation {which}: the prompt has {len(slots)} <|image|> placeholders but "
                                  f"{len(counts)} images were given; every image needs exactly one image item "
                                  "(and no literal '<|image|>' in the text)")
+        if len(vslots) != len(videos):
+            raise ProcessorError(f"conversation {which}: the prompt has {len(vslots)} <|video|> placeholders but "
+                                 f"{len(videos)} videos were given; every video needs exactly one video item "
+                                 "(and no literal '<|video|>' in the text)")
+        fill = dict(zip(slots, ([self.image_token_id] * n for n in counts)))
+        fill.update(zip(vslots, videos))
         out, prev = [], 0
-        for j, n in zip(slots, counts):
-            out += ids[prev:j] + [self.image_token_id] * n
+        for j in sorted(fill):
+            out += ids[prev:j] + fill[j]
             prev = j + 1
         return out + ids[prev:]
 
