@@ -13,7 +13,7 @@ format (tokenizer.py, chat.py), messages -> model inputs (processor.py).
 from importlib import import_module
 
 from .config import Glm4vConfig, TextConfig, VisionConfig, glm41v_9b, tiny
-from .errors import ConfigError, ImageError, MinGlmError
+from .errors import CheckpointError, CheckpointNotFoundError, ConfigError, ImageError, InputError, MinGlmError
 
 __version__ = "0.1.0"
 
@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "preprocess": "minglm4v.patchify",
     "load": "minglm4v.weights",
+    "save": "minglm4v.weights",
     "load_processor": "minglm4v.processor",
     "split_thinking": "minglm4v.chat",
 }
@@ -32,5 +33,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'minglm4v' has no attribute {name!r}")
 
 
-__all__ = ["Glm4vConfig", "TextConfig", "VisionConfig", "glm41v_9b", "tiny", "ConfigError", "ImageError",
-           "MinGlmError", *_LAZY]
+__all__ = ["Glm4vConfig", "TextConfig", "VisionConfig", "glm41v_9b", "tiny", "MinGlmError", "ConfigError",
+           "ImageError", "InputError", "CheckpointError", "CheckpointNotFoundError", *_LAZY]

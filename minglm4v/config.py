@@ -72,6 +72,8 @@ class VisionConfig:
                f"vision image_size={self.image_size} is not a multiple of patch_size={self.patch_size}")
         _check(self.hidden_act == "silu", f"vision hidden_act={self.hidden_act!r}: only 'silu' is implemented")
         _check(self.in_channels == 3, f"vision in_channels={self.in_channels}: images are RGB, use 3")
+        _check(self.attention_bias is False, "vision attention_bias must be false: GLM-4.1V's vision qkv and proj "
+                                             "have no bias")
         _check(self.rms_norm_eps > 0, f"vision rms_norm_eps={self.rms_norm_eps} must be > 0")
 
 

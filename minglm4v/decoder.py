@@ -25,23 +25,9 @@ from .cache import KVCache
 from .config import TextConfig
 from .errors import InputError
 from .mrope import apply_mrope, rotary_cos_sin
+from .norms import RMSNorm  # noqa: F401  (re-exported)
 
 Mask = tuple  # (boolean attention mask (B, 1, L, T) or None, is_causal): see attention_mask_4d
-
-
-class RMSNorm(nn.Module):
-    """y = w * (x / sqrt(mean(x^2) + eps)), the statistics in float32, the weight applied after casting back."""
-
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        # x / sqrt(mean(x^2) + eps)
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
 
 
 class TextAttention(nn.Module):

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .norms import RMSNorm  # noqa: F401  (re-exported)
 from .config import VisionConfig
 from .errors import ConfigError, MinGlmError
 from .vision_attention import (VisionAttention, apply_rotary, merge_window_order, patch_coords,  # noqa: F401
@@ -29,21 +30,6 @@ from .vision_attention import (VisionAttention, apply_rotary, merge_window_order
 
 class VisionInputError(MinGlmError, ValueError):
     """pixel_values / grid_thw that the vision tower cannot encode."""
-
-
-class RMSNorm(nn.Module):
-    """y = w * (x / sqrt(mean(x^2) + eps)), normalised in float32, cast back before the weight multiply."""
-
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        # x / sqrt(mean(x^2) + eps)
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
 
 
 # ---------------------------------------------------------------------- positions

@@ -137,6 +137,7 @@ def bad(path: str, value):
     (bad("text_config.num_hidden_layers", 0), "positive integer"),
     (bad("text_config.frobnicate", 3), "unknown key"),
     (bad("vision_config.image_size", 335), "not a multiple of patch_size"),
+    (bad("vision_config.attention_bias", True), "vision attention_bias must be false"),
     (bad("vision_config", KeyError), "no 'vision_config'"),
     (bad("model_type", "qwen2_vl"), "glm4v"),
     (bad("image_token_id", 151342), "distinct"),
