@@ -1,7 +1,12 @@
-"""Command line: `python -m minglm4v demo [--image PATH] [--out PNG]`.
+"""Command line.
+
+    python -m minglm4v demo [--image PATH] [--out PNG]
+    python -m minglm4v generate [--model DIR] [--image PATH ...] [--video PATH] --prompt TEXT [sampling options]
 
 `demo` preprocesses a photo (the cat in data/ by default) and writes a picture of its patch grid and merge
-windows, printing the grid and the number of image tokens. Later chapters add `generate`.
+windows, printing the grid and the number of image tokens. `generate` streams a model's answer to a prompt with
+images or a video; without --model it uses the tiny checkpoint shipped in data/tiny-glm4v.
+User errors (a missing folder, an unreadable image, a prompt that does not fit) print one line and exit with 2.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from .errors import MinGlmError
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 DEFAULT_IMAGE = DATA / "cat.png"
+DEFAULT_MODEL = DATA / "tiny-glm4v"
 
 
 def demo(args) -> int:
@@ -42,6 +48,37 @@ def demo(args) -> int:
     return 0
 
 
+def generate(args) -> int:
+    import torch
+
+    from . import load, load_processor
+    from .generation import stream
+
+    folder = Path(args.model)
+    if not folder.is_dir():
+        hint = " (the default tiny checkpoint is missing from data/)" if args.model == str(DEFAULT_MODEL) else ""
+        raise CliError(f"model folder {folder} not found{hint}; pass --model DIR, a checkpoint folder")
+    dtype = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    processor = load_processor(folder)
+    model = load(folder, dtype=dtype)
+    content = [{"type": "image", "image": p} for p in args.image]
+    content += [{"type": "video", "video": p} for p in args.video]
+    messages = ([{"role": "system", "content": args.system}] if args.system else [])
+    messages.append({"role": "user", "content": content + [{"type": "text", "text": args.prompt}]})
+    inputs = processor.apply_chat_template(messages)
+    sampling = dict(max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature,
+                    top_k=args.top_k, top_p=args.top_p, min_p=args.min_p, repetition_penalty=args.repetition_penalty,
+                    seed=args.seed)
+    for piece in stream(model, processor, inputs, **sampling):
+        print(piece, end="", flush=True)
+    print()
+    return 0
+
+
+class CliError(MinGlmError, ValueError):
+    """A command-line argument that cannot be used."""
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minglm4v", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -49,12 +86,37 @@ def main(argv=None) -> int:
     p.add_argument("--image", default=str(DEFAULT_IMAGE), help="image file (default: data/cat.png)")
     p.add_argument("--out", default="out/patch_grid.png", help="where to write the picture")
     p.set_defaults(func=demo)
+
+    g = sub.add_parser("generate", help="answer a prompt about images or a video, streaming the answer")
+    g.add_argument("--model", default=str(DEFAULT_MODEL), help="checkpoint folder (default: data/tiny-glm4v)")
+    g.add_argument("--image", action="append", default=[], help="an image file; repeat for several")
+    g.add_argument("--video", action="append", default=[], help="a video file (not together with images)")
+    g.add_argument("--prompt", required=True, help="the question or instruction")
+    g.add_argument("--system", default=None, help="an optional system message")
+    g.add_argument("--max-new-tokens", type=int, default=256)
+    g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--top-k", type=int, default=0)
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--min-p", type=float, default=0.0)
+    g.add_argument("--repetition-penalty", type=float, default=1.0)
+    g.add_argument("--seed", type=int, default=None, help="seed for sampling")
+    g.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                   help="compute dtype (auto: as stored in the checkpoint)")
+    g.set_defaults(func=generate)
+
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except MinGlmError as e:
+    except MinGlmError as e:  # every user error the library raises: one line, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a file we could not read or write
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,0 +1,82 @@
+"""Chapter 06: the command line streams an answer; user errors are one line and exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import minglm4v
+from minglm4v.processor import load_processor
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny_checkpoint, tiny_processor_dir):
+    """A complete checkpoint folder: the oracle's weights and config plus the tiny processor files."""
+    folder = tmp_path_factory.mktemp("cli_model")
+    for src in (tiny_checkpoint[0], tiny_processor_dir):
+        for f in src.iterdir():
+            shutil.copy(f, folder / f.name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def image_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("img") / "shape.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "minglm4v", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_generate_streams_the_greedy_answer(model_dir, image_path):
+    r = run("generate", "--model", str(model_dir), "--image", str(image_path), "--prompt", "What is this?",
+            "--max-new-tokens", "12")
+    assert r.returncode == 0, r.stderr
+    model, proc = minglm4v.load(model_dir), load_processor(model_dir)
+    inputs = proc.apply_chat_template([{"role": "user", "content": [{"type": "image", "image": str(image_path)},
+                                                                   {"type": "text", "text": "What is this?"}]}])
+    out = model.generate(**inputs, max_new_tokens=12)
+    assert r.stdout == proc.decode(out[0, inputs["input_ids"].shape[1]:]) + "\n"
+
+
+def one_line_error(r, *needles):
+    assert r.returncode == 2
+    assert r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert "Traceback" not in r.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_missing_model_folder(tmp_path, image_path):
+    one_line_error(run("generate", "--model", str(tmp_path / "nope"), "--image", str(image_path), "--prompt", "x"),
+                   "not found", "--model")
+
+
+def test_unreadable_image(model_dir, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG but not really")
+    one_line_error(run("generate", "--model", str(model_dir), "--image", str(bad), "--prompt", "x"),
+                   "cannot read image", "bad.png")
+    one_line_error(run("generate", "--model", str(model_dir), "--image", str(tmp_path / "missing.jpg"),
+                       "--prompt", "x"), "missing.jpg")
+
+
+def test_prompt_that_does_not_fit_the_context(model_dir):
+    long_prompt = "cat " * 2500  # the tiny model's context is 2048 positions
+    one_line_error(run("generate", "--model", str(model_dir), "--prompt", long_prompt, "--max-new-tokens", "4"),
+                   "context")
+
+
+def test_bad_sampling_option(model_dir):
+    one_line_error(run("generate", "--model", str(model_dir), "--prompt", "x", "--sample", "--top-p", "0"), "top_p")
+    one_line_error(run("generate", "--model", str(model_dir), "--prompt", "x", "--max-new-tokens", "0"),
+                   "max_new_tokens")
