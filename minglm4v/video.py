@@ -136,8 +136,9 @@ def _open(path: Path):
         raise VideoError(f"cannot open {path} as a video ({e}); give a file ffmpeg can read (mp4, webm, mkv, ...)") \
             from e
     if not container.streams.video:
+        kinds = [s.type for s in container.streams] or "none"
         container.close()
-        raise VideoError(f"{path} holds no video stream (streams: {[s.type for s in container.streams] or 'none'})")
+        raise VideoError(f"{path} holds no video stream (streams: {kinds}); give a file with pictures in it")
     return container
 
 
@@ -236,8 +237,8 @@ def normalize_frames(frames: torch.Tensor, mean=IMAGE_MEAN, std=IMAGE_STD) -> to
     """(T, 3, h, w) uint8 -> float32 (x - 255*mean) / (255*std): the fused rescale-and-normalise of transformers'
     video processor, evaluated for the 256 possible values once per channel (a lookup table)."""
     levels = torch.arange(256, dtype=torch.float32)
-    m = torch.tensor([v * 255 for v in mean], dtype=torch.float32)[:, None]  # (3, 1)
-    s = torch.tensor([v * 255 for v in std], dtype=torch.float32)[:, None]
+    m = (torch.tensor(mean, dtype=torch.float32) * 255.0)[:, None]  # (3, 1), scaled in float32 as transformers
+    s = (torch.tensor(std, dtype=torch.float32) * 255.0)[:, None]
     lut = (levels[None] - m) / s  # (3, 256)
     idx = frames.long()  # (T, 3, h, w)
     return torch.stack([lut[c][idx[:, c]] for c in range(3)], dim=1)  # (T, 3, h, w)
