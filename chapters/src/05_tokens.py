@@ -1,0 +1,169 @@
+"""Writes chapters/05_tokens.ipynb; then execute it: `make chapters` (or nbconvert --execute --inplace)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _nb import build  # noqa: E402
+
+cells = [
+("md", r"""
+# 05 · Tokens and the chat format
+
+The language model reads token ids. This chapter follows a conversation from Python dicts to the ids the model
+sees: the **chat format** GLM-4.1V was trained with (`minglm4v/chat.py`), the **tokenizer** (`minglm4v/tokenizer.py`,
+the `tokenizers` library reading the checkpoint's `tokenizer.json`), and the **processor** that expands every image
+into as many placeholder tokens as the vision tower will produce features (`minglm4v/processor.py`).
+
+The real `tokenizer.json` (a ~150k-entry byte-level BPE, ~20 MB) ships with the 9B checkpoint. Here we train a small
+byte-level BPE with the same special tokens, so everything runs offline; the processor works the same with either.
+"""),
+("code", r"""
+import numpy as np
+import torch
+import matplotlib.pyplot as plt
+from pathlib import Path
+
+from minglm4v import glm41v_9b
+from minglm4v.chat import render_chat, split_thinking
+from minglm4v.patchify import load_image
+from minglm4v.processor import Processor
+from minglm4v.tokenizer import SPECIAL_TOKENS, THINKING_TOKENS, train_tokenizer
+
+torch.manual_seed(0)
+corpus = ["What kind of animal is this? It is a cat with green eyes.",
+          "Describe the image in one sentence. A white cup of coffee on a wooden table.",
+          "An astronaut in an orange suit stands in front of a flag.",
+          "How many shapes are there? One, two, three."] * 5
+tok = train_tokenizer(corpus, vocab_size=400)
+processor = Processor(tok)
+"""),
+("md", r"""
+## 1. The special tokens
+
+A GLM prompt is framed by special tokens. Each is a single id that ordinary text can never produce. The 9B
+checkpoint's ids come from its `config.json` (images and videos) and `generation_config.json` (stop ids); our small
+tokenizer puts the same tokens at 0…12.
+"""),
+("code", r"""
+# NBVAL_CHECK_OUTPUT
+cfg = glm41v_9b()
+real = {"<|endoftext|>": 151329, "[gMASK]": 151331, "<sop>": 151333, "<|system|>": 151335, "<|user|>": 151336,
+        "<|assistant|>": 151337, "<|observation|>": 151338, "<|begin_of_image|>": cfg.image_start_token_id,
+        "<|end_of_image|>": cfg.image_end_token_id, "<|begin_of_video|>": cfg.video_start_token_id,
+        "<|end_of_video|>": cfg.video_end_token_id, "<|image|>": cfg.image_token_id, "<|video|>": cfg.video_token_id}
+role = {"<|endoftext|>": "end of text, padding, stop", "[gMASK]": "opens every prompt", "<sop>": "start of piece",
+        "<|system|>": "system turn", "<|user|>": "user turn (also a stop id)", "<|assistant|>": "assistant turn",
+        "<|observation|>": "tool output (stop id)", "<|begin_of_image|>": "image starts",
+        "<|end_of_image|>": "image ends", "<|image|>": "one image feature", "<|begin_of_video|>": "video starts",
+        "<|end_of_video|>": "video ends", "<|video|>": "video slot (chat template only)"}
+print(f"{'token':20} {'9B id':>7} {'ours':>5}  role")
+for t in SPECIAL_TOKENS:
+    print(f"{t:20} {real[t]:>7} {tok.token_to_id(t):>5}  {role[t]}")
+print("stop ids of the 9B model:", list(cfg.text_config.eos_token_id))
+print("not special, but single tokens:", THINKING_TOKENS)
+"""),
+("md", r"""
+## 2. Rendering a conversation
+
+Messages use transformers' format. The chat template writes `[gMASK]<sop>`, then each turn as
+`<|role|>\n` + content, and (with `add_generation_prompt`) a final `<|assistant|>\n` for the model to continue.
+An image item becomes `<|begin_of_image|><|image|><|end_of_image|>`; text items follow with no separator.
+"""),
+("code", r"""
+# NBVAL_CHECK_OUTPUT
+cat = load_image("../data/cat.png")
+messages = [{"role": "system", "content": "Answer in one word."},
+            {"role": "user", "content": [{"type": "image", "image": cat},
+                                         {"type": "text", "text": "What kind of animal is this?"}]}]
+prompt = render_chat(messages)
+print(repr(prompt))
+"""),
+("code", r"""
+# NBVAL_CHECK_OUTPUT
+ids = tok.encode(prompt)
+print(len(ids), "tokens")
+print(" | ".join(repr(tok.decode([i]))[1:-1] for i in ids))
+print(ids)
+"""),
+("md", r"""
+## 3. One image becomes N placeholder tokens
+
+The vision tower returns one feature vector per 2×2 window of 14-pixel patches (chapter 01): the cat becomes a
+22×32 patch grid, 176 windows. The processor therefore repeats `<|image|>` 176 times; the model later writes the 176
+vision features over exactly those positions.
+"""),
+("code", r"""
+# NBVAL_CHECK_OUTPUT
+inputs = processor.apply_chat_template(messages)
+for k, v in inputs.items():
+    print(f"{k:15} {tuple(v.shape)} {v.dtype}")
+image_id = tok.token_to_id("<|image|>")
+n = int((inputs["input_ids"] == image_id).sum())
+print("image_grid_thw", inputs["image_grid_thw"].tolist(), "-> t*h*w/4 =", int(inputs["image_grid_thw"].prod()) // 4)
+print("<|image|> tokens in input_ids:", n)
+
+def compact(ids):  # runs of the same token shown once with a count
+    out, i = [], 0
+    while i < len(ids):
+        j = i
+        while j < len(ids) and ids[j] == ids[i]:
+            j += 1
+        piece = tok.decode([ids[i]])
+        out.append(repr(piece)[1:-1] + (f" ×{j - i}" if j - i > 1 else ""))
+        i = j
+    return " ".join(out)
+print(compact(inputs["input_ids"][0].tolist()))
+"""),
+("code", r"""
+ids = inputs["input_ids"][0]
+special = torch.isin(ids, torch.tensor([tok.token_to_id(t) for t in SPECIAL_TOKENS if t != "<|image|>"]))
+kind = torch.where(ids == image_id, 2, torch.where(special, 1, 0))
+fig, ax = plt.subplots(figsize=(9, 1.3), dpi=80)
+ax.imshow(kind[None].numpy(), aspect="auto", cmap=plt.matplotlib.colors.ListedColormap(["#9ecae1", "#fdae6b", "#a1d99b"]))
+ax.set_yticks([]); ax.set_xlabel("token position")
+ax.set_title("blue: text   orange: special tokens   green: <|image|> placeholders", fontsize=9)
+plt.show()
+"""),
+("md", r"""
+## 4. A batch: left padding
+
+Several conversations of different lengths become one `(B, L)` tensor by padding on the **left** with
+`<|endoftext|>`, so that every row ends at the same place and generation appends to all rows at once.
+`attention_mask` is 0 on the padding. Images of all rows are concatenated in reading order.
+"""),
+("code", r"""
+# NBVAL_CHECK_OUTPUT
+coffee = load_image("../data/coffee.png")
+batch = processor.apply_chat_template([
+    [{"role": "user", "content": "How many shapes are there?"}],
+    [{"role": "user", "content": [{"type": "image", "image": coffee}, {"type": "text", "text": "Describe the image."}]}],
+])
+print("input_ids", tuple(batch["input_ids"].shape), " image_grid_thw", batch["image_grid_thw"].tolist())
+print("padding per row:", (batch["attention_mask"] == 0).sum(1).tolist())
+print("row 0 starts with", batch["input_ids"][0, :5].tolist(), "mask", batch["attention_mask"][0, :5].tolist())
+"""),
+("md", r"""
+## 5. Reading the answer: thinking and answer
+
+GLM-4.1V-**Thinking** answers as `<think>reasoning</think><answer>final answer</answer>`. `<think>` and `<answer>`
+are single tokens but not *special*, so they survive `skip_special_tokens`. `split_thinking` separates the two
+parts; only the answer should go back into a multi-turn history.
+"""),
+("code", r"""
+# NBVAL_CHECK_OUTPUT
+reply = "<think>\nThe animal has whiskers, pointed ears and green eyes.\n</think>\n<answer>A cat.</answer>"
+ids = tok.encode(reply)
+print(len(ids), "tokens;", "<think> is one token:", tok.token_to_id("<think>") in ids)
+thinking, answer = split_thinking(tok.decode(ids, skip_special_tokens=True))
+print("thinking:", thinking)
+print("answer:  ", answer)
+"""),
+("md", r"""
+Test this chapter's code (rendering by hand, ids and pixel values against transformers' `Glm4vProcessor`):
+
+```
+pytest tests/test_ch05_processor.py
+```
+"""),
+]
+build(Path(__file__).parent.parent / "05_tokens.ipynb", cells)
