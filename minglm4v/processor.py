@@ -1,4 +1,4 @@
-"""Messages -> model inputs: the chat format, the tokenizer and the image preprocessor together.
+"""Messages -> model inputs: the chat format, the tokenizer and the image and video preprocessors together.
 
 Mirrors transformers' `Glm4vProcessor.apply_chat_template(..., tokenize=True, return_dict=True,
 return_tensors="pt")`:

@@ -132,7 +132,7 @@ def _open(path: Path):
         raise VideoError(f"video file {path} not found")
     try:
         container = av.open(str(path))
-    except (av.FFmpegError, OSError, ValueError) as e:
+    except (av.error.FFmpegError, OSError, ValueError) as e:
         raise VideoError(f"cannot open {path} as a video ({e}); give a file ffmpeg can read (mp4, webm, mkv, ...)") \
             from e
     if not container.streams.video:
@@ -150,7 +150,7 @@ def _decode(container, path: Path):
     try:
         for i, frame in enumerate(container.decode(video=0)):
             yield i, frame
-    except av.FFmpegError as e:
+    except av.error.FFmpegError as e:
         raise VideoError(f"{path}: the video stream is corrupt after {i + 1} frames ({e}); re-encode the file") from e
 
 
