@@ -54,6 +54,8 @@ def generate(args) -> int:
     from . import load, load_processor
     from .generation import stream
 
+    if not args.prompt.strip():
+        raise CliError("--prompt is empty; ask a question or give an instruction")
     folder = Path(args.model)
     if not folder.is_dir():
         hint = " (the default tiny checkpoint is missing from data/)" if args.model == str(DEFAULT_MODEL) else ""
@@ -61,6 +63,7 @@ def generate(args) -> int:
     dtype = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     processor = load_processor(folder)
     model = load(folder, dtype=dtype)
+    processor.check_stop_ids(model.config.text_config.eos_token_id)
     content = [{"type": "image", "image": p} for p in args.image]
     content += [{"type": "video", "video": p} for p in args.video]
     messages = ([{"role": "system", "content": args.system}] if args.system else [])

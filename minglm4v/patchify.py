@@ -17,11 +17,16 @@ Decisions (documented in chapter 01):
   * 16-bit images: transformers clips values above 255 (a 16-bit photo comes out almost white). We scale them to
     8 bits instead (round(x / 257)); `sixteen_bit="clip"` reproduces transformers exactly.
   * Images smaller than 28 px on a side are first scaled up so the short side is 28 (transformers v5 does the same).
+  * Memory stays bounded: `load_image` reads the header first and refuses files of more than `MAX_DECODE_PIXELS`
+    (PIL's decompression-bomb limit, 179 M pixels, <= 537 MB decoded) before decoding anything; all float work
+    happens after the resize, on at most `max_pixels` pixels.
+  * Animated images (GIF, APNG, WebP): the first frame is used, with a warning that says so.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -36,6 +41,7 @@ IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)  # CLIP std
 MIN_PIXELS = 12544  # 112 * 112: preprocessor_config.json "shortest_edge" (a pixel count, not an edge)
 MAX_PIXELS = 9633792  # 14*14*2*2*2*6144: preprocessor_config.json "longest_edge"
 MAX_ASPECT_RATIO = 200
+MAX_DECODE_PIXELS = 2 * 89_478_485  # PIL's decompression-bomb limit: larger files are refused before decoding
 
 ImageLike = Union[Image.Image, np.ndarray]
 
@@ -80,15 +86,35 @@ def num_image_tokens(grid_thw: torch.Tensor | Sequence[int], merge_size: int = 2
 # ---------------------------------------------------------------------- reading images
 
 def load_image(path: str | Path) -> Image.Image:
-    """Open an image file, apply its EXIF orientation, and return it fully read."""
+    """Open an image file, apply its EXIF orientation, and return it fully read (the first frame if animated).
+
+    The size is checked from the header before any pixel is decoded (see MAX_DECODE_PIXELS)."""
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"image file {path} not found")
     try:
-        with Image.open(path) as im:
-            im.load()
-            return ImageOps.exif_transpose(im)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we apply our own limit below
+            with Image.open(path) as im:  # reads the header only
+                w, h = im.size
+                if w == 0 or h == 0:
+                    raise ImageError(f"image {path} is empty ({w}x{h} pixels)")
+                if w * h > MAX_DECODE_PIXELS:
+                    raise ImageError(f"image {path} is {w}x{h} = {w * h:,} pixels, more than minglm4v decodes "
+                                     f"({MAX_DECODE_PIXELS:,}); downscale it first (the model sees at most "
+                                     f"{MAX_PIXELS // 2:,} pixels of it anyway)")
+                frames = getattr(im, "n_frames", 1)
+                if frames > 1:
+                    warnings.warn(f"{path} is animated ({frames} frames); using its first frame", stacklevel=2)
+                im.seek(0)
+                im.load()
+                return ImageOps.exif_transpose(im)
+    except Image.DecompressionBombError as e:  # PIL refuses the very largest files while reading the header
+        raise ImageError(f"image {path} is larger than minglm4v decodes ({MAX_DECODE_PIXELS:,} pixels): {e} "
+                         "Downscale it first.") from e
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        if isinstance(e, ImageError):
+            raise
         raise ImageError(f"cannot read image {path}: {e}") from e
 
 
@@ -109,7 +135,8 @@ def _pil_to_rgb(im: Image.Image, sixteen_bit: str) -> np.ndarray:
         raise ImageError(f"image of size {im.width}x{im.height} is empty")
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         if sixteen_bit == "scale":
-            return _array_to_rgb(np.asarray(im).astype(np.int64).clip(0, 65535).astype(np.uint16), "scale")
+            a = np.asarray(im)
+            return _array_to_rgb(a if a.dtype == np.uint16 else a.clip(0, 65535).astype(np.uint16), "scale")
         return np.asarray(im.convert("RGB"))  # what transformers does: values above 255 saturate
     if im.mode == "F":
         raise ImageError("32-bit float images (PIL mode 'F') have no fixed range; convert to 8-bit RGB first")
@@ -128,9 +155,12 @@ def _array_to_rgb(a: np.ndarray, sixteen_bit: str) -> np.ndarray:
                          "(channels last)")
     if a.shape[0] == 0 or a.shape[1] == 0:
         raise ImageError(f"array image of shape {a.shape} is empty")
+    if a.shape[0] * a.shape[1] > MAX_DECODE_PIXELS:
+        raise ImageError(f"array image of {a.shape[1]}x{a.shape[0]} pixels is larger than minglm4v accepts "
+                         f"({MAX_DECODE_PIXELS:,} pixels); downscale it first")
     if a.dtype == np.uint16:
         if sixteen_bit == "scale":
-            a = np.round(a.astype(np.float64) / 257.0).astype(np.uint8)  # 65535 -> 255
+            a = ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)  # round(x / 257): 65535 -> 255, no ties
         else:
             a = a.clip(0, 255).astype(np.uint8)
     elif a.dtype != np.uint8:
@@ -139,8 +169,14 @@ def _array_to_rgb(a: np.ndarray, sixteen_bit: str) -> np.ndarray:
     if a.shape[2] == 1:
         return np.repeat(a, 3, axis=2)
     if a.shape[2] == 4:  # blend onto white with the alpha channel, as transformers does for arrays
-        alpha = a[..., 3:4] / 255.0
-        return np.round(alpha * a[..., :3] + (1 - alpha) * 255).astype(np.uint8)
+        # round(alpha/255 * rgb + (1 - alpha/255) * 255) in integers (the exact value is never a tie),
+        # a block of rows at a time so a large image needs no large temporary
+        out = np.empty(a.shape[:2] + (3,), dtype=np.uint8)
+        for r in range(0, a.shape[0], 512):
+            blk = a[r:r + 512].astype(np.uint32)
+            alpha = blk[..., 3:4]
+            out[r:r + 512] = (alpha * blk[..., :3] + (255 - alpha) * 255 + 127) // 255
+        return out
     return np.ascontiguousarray(a)
 
 

@@ -195,6 +195,16 @@ class Processor:
             return chat.render_chat(messages, add_generation_prompt)
         return chat.render_with_template(self.chat_template, messages, add_generation_prompt)
 
+    def check_stop_ids(self, ids) -> list[int]:
+        """Stop ids must be tokens of this tokenizer (a config from another model would never stop)."""
+        ids = [ids] if isinstance(ids, int) else list(ids)
+        missing = [i for i in ids if self.tokenizer.id_to_token(i) is None]
+        if missing:
+            raise ProcessorError(f"stop ids {missing} are not in the tokenizer ({self.tokenizer.source}, "
+                                 f"{self.tokenizer.vocab_size} tokens); check eos_token_id in config.json or pass "
+                                 "eos_token_id= explicitly")
+        return ids
+
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
 
