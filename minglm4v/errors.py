@@ -2,6 +2,20 @@
 
 Each also derives from the standard exception a Python user would expect (`ValueError`, `FileNotFoundError`), so
 `except ValueError` keeps working. Messages say what was wrong and what to do.
+
+The classes, by where they are raised (those not defined here live next to the code that raises them):
+    ConfigError             config.json values or combinations GLM-4.1V cannot have          (config.py)
+    CheckpointError         tensors that do not match the model; CheckpointNotFoundError for
+                            a missing folder, config or shard (also a FileNotFoundError)     (weights.py)
+    ImageError              unreadable, empty, huge or oddly shaped images                    (patchify.py)
+    VideoError              unreadable or frameless videos                                    (video.py)
+    TokenizerError          a missing tokenizer.json or a token it lacks                      (tokenizer.py)
+    MessageError            conversations not in the message format                           (chat.py)
+    ProcessorError          processor files, placeholder counts, images mixed with video      (processor.py)
+    InputError              model inputs that do not fit together                             (model.py, mrope.py)
+    VisionInputError        pixel_values / grids the vision tower cannot encode               (vision.py)
+    SamplingError           sampling settings out of range, NaN/inf logits                    (sampling.py)
+    GenerationError         max_new_tokens, stop ids, prompts longer than the context         (generation.py)
 """
 
 
