@@ -49,12 +49,11 @@ class TextAttention(nn.Module):
         q, k = apply_mrope(q, cos, sin), apply_mrope(k, cos, sin)
         if cache is not None:  # keys and values of everything so far: (B, Hkv, T, D), T = past + L
             k, v = cache.update(layer, k, v)
-        # grouped-query attention: KV head j is repeated for its H/Hkv query heads
-        k = k.repeat_interleave(self.H // self.Hkv, dim=1)  # (B, H, T, D)
-        v = v.repeat_interleave(self.H // self.Hkv, dim=1)  # (B, H, T, D)
-        # softmax(q k^T / sqrt(D) + mask) v
+        # softmax(q k^T / sqrt(D) + mask) v, grouped-query: query head h reads KV head h // (H/Hkv), as if each KV
+        # head were repeated H/Hkv times (k.repeat_interleave(H // Hkv, dim=1)), without making that copy
         attn_mask, is_causal = mask
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)  # (B, H, L, D)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal,
+                                             enable_gqa=self.H != self.Hkv)  # (B, H, L, D)
         out = out.transpose(1, 2).reshape(B, L, self.H * self.D)  # (B, L, H*D)
         return self.o_proj(out)
 
@@ -66,9 +65,11 @@ class TextMLP(nn.Module):
         super().__init__()
         self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.I = cfg.intermediate_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)  # (B, L, I) each
+        h = self.gate_up_proj(x)  # (B, L, 2I)
+        gate, up = h[..., :self.I], h[..., self.I:]  # (B, L, I) each
         return self.down_proj(up * F.silu(gate))
 
 

@@ -19,7 +19,6 @@ import torch
 
 from .cache import KVCache
 from .errors import MinGlmError
-from .mrope import decode_position_ids
 from .sampling import SamplingConfig, SamplingError, next_token
 
 
@@ -75,20 +74,27 @@ def generate_steps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor 
     if cfg.repetition_penalty != 1.0:  # tokens already in each row, prompt and padding included (as transformers)
         seen = torch.zeros(B, t.vocab_size, dtype=torch.bool, device=input_ids.device)
         seen.scatter_(1, input_ids, True)
+    # Without padding every key is visible to a new token, so decode steps need no mask at all; with padding the
+    # mask grows by one column (a real token) per step. The k-th new token sits at (real tokens before it) +
+    # rope_delta on all three axes (mrope.decode_position_ids), kept here as a running count.
+    padded = not bool(attention_mask.all())
+    position = attention_mask.long().sum(-1, keepdim=True) + rope_deltas.to(input_ids.device)  # (B, 1)
     unfinished = torch.ones(B, dtype=torch.bool, device=input_ids.device)
     for step in range(max_new_tokens):
         token = next_token(logits[:, -1], cfg, seen, generator)  # (B,)
         token = torch.where(unfinished, token, torch.full_like(token, pad))
         yield token
-        unfinished &= ~torch.isin(token, stops)
+        unfinished &= (token[:, None] != stops).all(-1)  # a row stops once it produced a stop id
         if not bool(unfinished.any()) or step == max_new_tokens - 1:
             return
         if seen is not None:
             seen.scatter_(1, token[:, None], True)
-        attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)  # (B, L + k)
-        position_ids = decode_position_ids(rope_deltas, attention_mask, 1)  # (3, B, 1)
+        if padded:
+            attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)  # (B, L+k)
+        position_ids = position.expand(3, B, 1)  # (3, B, 1)
+        position = position + 1
         x = model.language_model.embed_tokens(token[:, None])  # (B, 1, C)
-        logits = model.logits(x, position_ids, attention_mask, cache, last_only=True)  # (B, 1, V)
+        logits = model.logits(x, position_ids, attention_mask if padded else None, cache, last_only=True)  # (B, 1, V)
 
 
 def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:

@@ -1,0 +1,171 @@
+"""A fast decode path for GPUs: a static KV cache and a decode step with fixed shapes and no host syncs.
+
+The eager loop (generation.py) is written to be read: every step slices the cache to the length so far, grows the
+attention mask by a column and asks the host whether every row has stopped. Each of those is cheap on a CPU, but on
+a GPU a step of the 9B model is ~5 ms of kernels, and a step that changes shape cannot be captured by
+`torch.compile` (or replayed as a CUDA graph), while a `bool(tensor)` makes the CPU wait for the GPU every token.
+
+Here a decode step has the same shapes every time:
+
+    write   k, v of the new token at cache slot `slot`            index_copy_ at a *tensor* index, not a Python int
+    attend  over all T = max_len slots, with a key mask (B, T)    unwritten slots are masked out, none sliced away
+    rotate  at `position` (B,), a device tensor bumped by one     cos/sin from a precomputed frequency table
+    pick    argmax (or sampling) on the device
+
+so `torch.compile(decode_step, fullgraph=True)` captures it whole, and `mode="reduce-overhead"` can replay it as a
+CUDA graph. The host looks at the tokens only every `sync_every` steps (to stop when every row is done, and to
+raise on NaN logits); the steps in between are queued without waiting. The prefill is the eager one (it runs once,
+with the prompt's own length). The tokens are exactly the eager path's (tests/test_ch09_fast.py).
+
+Shapes: B batch, T cache slots (prompt + new tokens), Hkv key/value heads, D head dim, C width, V vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .cache import KVCache
+from .generation import GenerationError, _stop_ids
+from .mrope import inv_freq
+from .sampling import SamplingConfig, SamplingError, apply_repetition_penalty, warp
+
+
+class StaticKVCache(KVCache):
+    """A KVCache whose decode writes go to a device-side slot and whose reads return the whole (B, Hkv, T, D)
+    buffers; `key_mask` (B, T) says which slots hold real keys. The prefill fills it like a KVCache."""
+
+    def __init__(self, num_layers: int, batch: int, num_kv_heads: int, head_dim: int, max_len: int,
+                 dtype: torch.dtype, device: torch.device | str = "cpu"):
+        super().__init__(num_layers, batch, num_kv_heads, head_dim, max_len, dtype, device)
+        self.slot = torch.zeros(1, dtype=torch.long, device=device)  # (1,): where the next token is written
+        self.key_mask = torch.zeros(batch, max_len, dtype=torch.bool, device=device)  # (B, T)
+        self.decoding = False  # False during the prefill (KVCache behaviour), True for decode steps
+        if torch.device(device).type == "cuda":  # fixed addresses: what CUDA graphs need
+            for t in self.keys + self.values + [self.slot, self.key_mask]:
+                torch._dynamo.mark_static_address(t)
+
+    def start_decoding(self, attention_mask: torch.Tensor) -> None:
+        """After the prefill: the prompt's real slots become visible keys, the next write goes after the prompt."""
+        L = self.length
+        self.key_mask[:, :L] = attention_mask.bool()
+        self.slot.fill_(L)
+        self.decoding = True
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.decoding:
+            return super().update(layer, k, v)
+        self.keys[layer].index_copy_(2, self.slot, k)  # k (B, Hkv, 1, D) into slot `slot`
+        self.values[layer].index_copy_(2, self.slot, v)
+        return self.keys[layer], self.values[layer]  # (B, Hkv, T, D): unwritten slots are masked out
+
+
+def decode_step(model, token: torch.Tensor, position: torch.Tensor, cache: StaticKVCache,
+                inv_freq_pairs: torch.Tensor) -> torch.Tensor:
+    """One token per row through the decoder with fixed shapes. token (B,), position (B,) -> logits (B, V).
+
+    Updates the cache in place (keys, values, key_mask, slot); no Python value depends on a tensor here."""
+    lm = model.language_model
+    x = lm.embed_tokens(token[:, None])  # (B, 1, C)
+    # a new token has the same position on the t, h and w axes, so angle_j = position * inv_freq[j] for every j
+    angles = position[:, None, None].float() * inv_freq_pairs  # (B, 1, R)
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    cache.key_mask.index_fill_(1, cache.slot, True)  # the new token sees itself
+    mask = (cache.key_mask[:, None, None, :], False)  # (B, 1, 1, T): every real key so far, nothing after
+    for i, layer in enumerate(lm.layers):
+        x = layer(x, cos, sin, mask, cache, i)
+    cache.slot += 1
+    return model.lm_head(lm.norm(x))[:, -1]  # (B, V)
+
+
+def pick(logits: torch.Tensor, cfg: SamplingConfig, seen: torch.Tensor | None,
+         generator: torch.Generator | None) -> torch.Tensor:
+    """sampling.next_token without its NaN check (a host sync); (B, V) -> (B,). The caller checks NaNs in bulk."""
+    scores = logits.float()
+    if seen is not None:
+        scores = apply_repetition_penalty(scores, seen, cfg.repetition_penalty)
+    if not cfg.do_sample:
+        return scores.argmax(-1)
+    return torch.multinomial(warp(scores, cfg).softmax(-1), 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def generate_static(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                    pixel_values=None, image_grid_thw=None, pixel_values_videos=None, video_grid_thw=None, *,
+                    max_new_tokens: int = 32, eos_token_id: int | Sequence[int] | None = None,
+                    pad_token_id: int | None = None, seed: int | None = None, sync_every: int = 16,
+                    step_fn=None, on_first_token=None, **sampling) -> torch.Tensor:
+    """Like generation.generate (same arguments, same tokens), with a static cache and sync-free decode steps.
+
+    step_fn: the decode step to call, e.g. `torch.compile(decode_step, fullgraph=True)` (default: decode_step).
+    on_first_token: called once the first new token exists on the host (for time-to-first-token).
+    Returns the prompt plus the new tokens, (B, L + n)."""
+    cfg = SamplingConfig(**sampling)
+    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens <= 0:
+        raise GenerationError(f"max_new_tokens={max_new_tokens!r} must be a positive integer")
+    if not isinstance(sync_every, int) or sync_every <= 0:
+        raise GenerationError(f"sync_every={sync_every!r} must be a positive integer")
+    if input_ids.ndim != 2 or input_ids.shape[1] == 0:
+        raise GenerationError(f"input_ids must be (batch, length) with length >= 1, got {tuple(input_ids.shape)}")
+    step_fn = step_fn or decode_step
+    dev = input_ids.device
+    stops = torch.tensor(_stop_ids(model, eos_token_id), device=dev)
+    t = model.config.text_config
+    pad = t.pad_token_id if pad_token_id is None else pad_token_id
+    pad = int(stops[0]) if pad is None else pad
+    B, L = input_ids.shape
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    generator = torch.Generator(device=dev).manual_seed(seed) if seed is not None else None
+
+    # prefill: the eager one, into the static cache
+    position_ids, rope_deltas = model.position_ids(input_ids, attention_mask, image_grid_thw, video_grid_thw)
+    longest = int(position_ids.max()) + 1
+    if longest + max_new_tokens > t.max_position_embeddings:
+        raise GenerationError(f"the prompt needs {longest} positions and max_new_tokens={max_new_tokens} more, "
+                              f"but the model's context is {t.max_position_embeddings} (max_position_embeddings)")
+    cache = StaticKVCache(t.num_hidden_layers, B, t.num_key_value_heads, t.head_dim, L + max_new_tokens,
+                          model.dtype, model.device)
+    x = model.embed(input_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw)  # (B, L, C)
+    logits = model.logits(x, position_ids, attention_mask, cache, last_only=True)[:, -1]  # (B, V)
+    cache.start_decoding(attention_mask)
+    inv_pairs = inv_freq(t).repeat_interleave(2).to(dev)  # (R,): dims 2j and 2j+1 share inv_freq[j]
+    # the k-th new token sits at (real tokens before it) + rope_delta, the same on all three axes
+    position = attention_mask.long().sum(-1) + rope_deltas[:, 0].to(dev)  # (B,) position of the first new token
+
+    seen = None
+    if cfg.repetition_penalty != 1.0:
+        seen = torch.zeros(B, t.vocab_size, dtype=torch.bool, device=dev)
+        seen.scatter_(1, input_ids, True)
+    out = torch.full((B, max_new_tokens), pad, dtype=input_ids.dtype, device=dev)  # (B, n)
+    all_done = torch.zeros(max_new_tokens, dtype=torch.bool, device=dev)  # step k: every row had stopped
+    finite = torch.ones((), dtype=torch.bool, device=dev)
+    unfinished = torch.ones(B, dtype=torch.bool, device=dev)
+    for step in range(max_new_tokens):
+        finite &= torch.isfinite(logits).all()
+        token = pick(logits, cfg, seen, generator)  # (B,)
+        token = torch.where(unfinished, token, torch.full_like(token, pad))
+        out[:, step] = token
+        unfinished &= ~torch.isin(token, stops)
+        all_done[step] = ~unfinished.any()
+        if step == 0 and on_first_token is not None:
+            on_first_token(token.tolist())
+        last = step == max_new_tokens - 1
+        if last or (step + 1) % sync_every == 0:  # the only host syncs of the loop
+            if not bool(finite):
+                raise SamplingError("the model produced NaN or inf logits; this usually means the weights "
+                                    "overflowed in the chosen dtype: use bfloat16 or float32, not float16")
+            if bool(all_done[step]):
+                break
+            if last:
+                break
+        if seen is not None:
+            seen.scatter_(1, token[:, None], True)
+        logits = step_fn(model, token, position, cache, inv_pairs)  # (B, V)
+        position = position + 1
+    n = int(all_done.long().argmax()) + 1 if bool(all_done.any()) else max_new_tokens  # up to the all-stopped step
+    return torch.cat([input_ids, out[:, :n]], dim=1)
+
+
+__all__ = ["StaticKVCache", "decode_step", "generate_static", "pick"]
