@@ -22,6 +22,8 @@ Shapes: B batch, T cache slots (prompt + new tokens), Hkv key/value heads, D hea
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -168,4 +170,51 @@ def generate_static(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     return torch.cat([input_ids, out[:, :n]], dim=1)
 
 
-__all__ = ["StaticKVCache", "decode_step", "generate_static", "pick"]
+@dataclass(frozen=True)
+class Timing:
+    """What a reader measures on their own machine."""
+    prompt_tokens: int  # L (per row, with padding)
+    new_tokens: int  # generated per row (the longest row)
+    ttft_s: float  # time to first token: preprocessing done -> first new token on the host (prefill + vision)
+    decode_tokens_per_s: float  # rows * (new_tokens - 1) / time after the first token
+    peak_gpu_bytes: int | None  # torch.cuda.max_memory_allocated during the call (None on the CPU)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_generate(model, inputs: dict, *, static: bool = True, **kwargs) -> tuple[torch.Tensor, Timing]:
+    """generate_static (or, with static=False, the eager generate) on processor outputs, timed.
+    Returns (prompt + new tokens, Timing)."""
+    from .generation import generate_steps
+
+    dev = model.device
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    inputs = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+    B, L = inputs["input_ids"].shape
+    first: list[float] = []
+    _sync(dev)
+    t0 = time.perf_counter()
+    if static:
+        out = generate_static(model, **inputs, on_first_token=lambda _: first.append(time.perf_counter()), **kwargs)
+    else:
+        steps = []
+        for token in generate_steps(model, **inputs, **kwargs):
+            steps.append(token)
+            if not first:
+                token.tolist()  # wait for it
+                first.append(time.perf_counter())
+        out = torch.cat([inputs["input_ids"], torch.stack(steps, 1)], 1)
+    out.tolist()
+    _sync(dev)
+    t1 = time.perf_counter()
+    n = out.shape[1] - L
+    rate = B * (n - 1) / (t1 - first[0]) if n > 1 and t1 > first[0] else float("nan")
+    peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None
+    return out, Timing(L, n, first[0] - t0, rate, peak)
+
+
+__all__ = ["StaticKVCache", "Timing", "decode_step", "generate_static", "pick", "timed_generate"]
