@@ -56,6 +56,9 @@ def generate(args) -> int:
 
     if not args.prompt.strip():
         raise CliError("--prompt is empty; ask a question or give an instruction")
+    given = [f"--{k.replace('_', '-')}" for k, default in SAMPLING_DEFAULTS.items() if getattr(args, k) != default]
+    if given and not args.sample:
+        raise CliError(f"{' '.join(given)} only apply when sampling; add --sample (the default is greedy decoding)")
     folder = Path(args.model)
     if not folder.is_dir():
         hint = " (the default tiny checkpoint is missing from data/)" if args.model == str(DEFAULT_MODEL) else ""
@@ -78,6 +81,9 @@ def generate(args) -> int:
     return 0
 
 
+SAMPLING_DEFAULTS = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "seed": None}
+
+
 class CliError(MinGlmError, ValueError):
     """A command-line argument that cannot be used."""
 
@@ -98,10 +104,10 @@ def main(argv=None) -> int:
     g.add_argument("--system", default=None, help="an optional system message")
     g.add_argument("--max-new-tokens", type=int, default=256)
     g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--top-k", type=int, default=0)
-    g.add_argument("--top-p", type=float, default=1.0)
-    g.add_argument("--min-p", type=float, default=0.0)
+    g.add_argument("--temperature", type=float, default=SAMPLING_DEFAULTS["temperature"])
+    g.add_argument("--top-k", type=int, default=SAMPLING_DEFAULTS["top_k"])
+    g.add_argument("--top-p", type=float, default=SAMPLING_DEFAULTS["top_p"])
+    g.add_argument("--min-p", type=float, default=SAMPLING_DEFAULTS["min_p"])
     g.add_argument("--repetition-penalty", type=float, default=1.0)
     g.add_argument("--seed", type=int, default=None, help="seed for sampling")
     g.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",

@@ -10,6 +10,10 @@ Mirrors the checkpoint's `chat_template.jinja` (facts §7.1) as plain Python:
     <|assistant|>{metadata}\\n{text}                        per assistant message (metadata usually empty)
     <|assistant|>\\n                                        if add_generation_prompt
 
+One deliberate difference: for a system or assistant message whose content is a *list* of text items, the published
+template prints the Python repr of the list (clearly unintended); we join the texts. For string content, and for
+user messages of any form, the output is the template's, character for character.
+
 Messages use transformers' format: `{"role": "user", "content": [{"type": "image", "image": ...},
 {"type": "text", "text": "..."}]}` or `{"role": ..., "content": "a string"}`. When a checkpoint folder ships a
 template of its own that differs from GLM-4.1V's, `render_with_template` renders that instead (with jinja2, the way
@@ -26,7 +30,8 @@ from .errors import MinGlmError
 
 ROLES = ("system", "user", "assistant")
 # sha256 of the published GLM-4.1V-9B-Thinking chat_template.jinja (922 bytes); the Python renderer below
-# produces exactly its output (checked by hand against the file, conversation by conversation).
+# produces its output (checked by hand against the file, conversation by conversation), except for list content in
+# system/assistant messages (see the module docstring).
 GLM41V_TEMPLATE_SHA256 = "847603d3ed14387a2b45c197f8d07ddee0f9938051549c727cbc894facfea78b"
 
 

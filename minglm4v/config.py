@@ -280,12 +280,13 @@ _IGNORED_KEYS = {
     "torchscript", "_commit_hash", "_attn_implementation_autoset", "use_return_dict", "bos_token_id",
     "sep_token_id", "decoder_start_token_id", "tf_legacy_loss", "pruned_heads", "add_cross_attention",
     "cross_attention_hidden_size", "finetuning_task", "task_specific_params", "architectures",
-    "model_type", "embedding_multiplier", "attn_implementation",
+    "model_type", "attn_implementation",  # model_type is checked first (_model_type)
     "image_processor_type", "processor_class",  # seen in hand-made configs
 }
 
 
 def _text_from_dict(d: dict[str, Any]) -> TextConfig:
+    _model_type(d, ("glm4v_text", "glm4v"), "text_config")
     d = {k: v for k, v in d.items() if k not in _IGNORED_KEYS}
     if "torch_dtype" in d:  # transformers 4.x spelling
         d.setdefault("dtype", d.pop("torch_dtype"))
@@ -330,6 +331,7 @@ def _text_from_dict(d: dict[str, Any]) -> TextConfig:
 
 
 def _vision_from_dict(d: dict[str, Any]) -> VisionConfig:
+    _model_type(d, ("glm4v", "glm4v_vision"), "vision_config")
     d = {k: v for k, v in d.items() if k not in _IGNORED_KEYS and k not in ("torch_dtype", "dtype")}
     rope = d.pop("rope_parameters", None)  # v5 writes {"rope_type": "axial", ...}: the 2-D vision rotary, fixed
     if rope is not None:
@@ -339,6 +341,11 @@ def _vision_from_dict(d: dict[str, Any]) -> VisionConfig:
         _check(theta == 10000.0, f"vision rope_theta={theta}: the GLM-4.1V vision rotary uses 10000")
     _no_unknown({k: v for k, v in d.items() if k not in _VISION_FIELDS}, "vision_config")
     return _build(VisionConfig, d, "vision_config")
+
+
+def _model_type(d: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    mt = d.get("model_type", allowed[0])
+    _check(mt in allowed, f"{where}.model_type={mt!r}: a GLM-4.1V config has {' or '.join(map(repr, allowed))} here")
 
 
 def _build(cls, d: dict[str, Any], where: str):

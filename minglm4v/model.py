@@ -65,6 +65,7 @@ class Glm4vForConditionalGeneration(nn.Module):
               image_grid_thw: torch.Tensor | None = None, pixel_values_videos: torch.Tensor | None = None,
               video_grid_thw: torch.Tensor | None = None) -> torch.Tensor:
         """Token embeddings with the vision features written over the placeholder tokens. -> (B, L, C)."""
+        image_grid_thw, video_grid_thw = _grid(image_grid_thw, "image"), _grid(video_grid_thw, "video")
         x = self.language_model.embed_tokens(input_ids)  # (B, L, C)
         if pixel_values is not None and pixel_values_videos is not None:
             raise InputError("got both pixel_values and pixel_values_videos: GLM-4.1V cannot mix images and videos "
@@ -103,6 +104,7 @@ class Glm4vForConditionalGeneration(nn.Module):
                      image_grid_thw: torch.Tensor | None = None, video_grid_thw: torch.Tensor | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """3-D positions (3, B, L) and rope_deltas (B, 1) for a prefill (mrope.py)."""
+        image_grid_thw, video_grid_thw = _grid(image_grid_thw, "image"), _grid(video_grid_thw, "video")
         if image_grid_thw is None and video_grid_thw is None:
             if attention_mask is None:
                 attention_mask = torch.ones_like(input_ids)
@@ -145,3 +147,17 @@ class Glm4vForConditionalGeneration(nn.Module):
         from .generation import generate
 
         return generate(self, input_ids, attention_mask, **kwargs)
+
+
+def _grid(grid, what: str) -> torch.Tensor | None:
+    """A grid given as a tensor, array or nested list -> (n, 3) int64 tensor; anything else is an InputError."""
+    if grid is None:
+        return None
+    try:
+        g = torch.as_tensor(grid)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise InputError(f"{what}_grid_thw must be a (n, 3) tensor of [t, h, w] rows, got {grid!r:.60}") from e
+    if g.ndim != 2 or g.shape[1] != 3 or g.is_floating_point() or g.is_complex() or g.dtype == torch.bool:
+        raise InputError(f"{what}_grid_thw must be a (n, 3) integer tensor of [t, h, w] rows, got shape "
+                         f"{tuple(g.shape)} and dtype {g.dtype}; pass the grid the preprocessor returned")
+    return g.long()

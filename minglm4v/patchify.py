@@ -121,7 +121,7 @@ def load_image(path: str | Path) -> Image.Image:
 def to_rgb_array(image: ImageLike, sixteen_bit: str = "scale") -> np.ndarray:
     """Any PIL image or HxW / HxWxC array (C = 1, 3 or 4; uint8 or uint16) -> (H, W, 3) uint8 RGB."""
     if sixteen_bit not in ("scale", "clip"):
-        raise ValueError(f"sixteen_bit={sixteen_bit!r}; use 'scale' or 'clip'")
+        raise ImageError(f"sixteen_bit={sixteen_bit!r}; use 'scale' or 'clip'")
     if isinstance(image, Image.Image):
         return _pil_to_rgb(image, sixteen_bit)
     if isinstance(image, np.ndarray):

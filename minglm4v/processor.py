@@ -59,33 +59,10 @@ class ImageProcessorConfig:
 
     @classmethod
     def from_file(cls, path: Path) -> "ImageProcessorConfig":
-        try:
-            d = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ProcessorError(f"cannot read {path}: {e}") from e
-        kw: dict[str, Any] = {}
-        for k, v in d.items():
-            if k == "size":
-                if not isinstance(v, dict) or set(v) != {"shortest_edge", "longest_edge"}:
-                    raise ProcessorError(f"{path}: 'size' must be {{'shortest_edge': min_pixels, 'longest_edge': "
-                                         f"max_pixels}} (pixel counts), got {v!r}")
-                kw["min_pixels"], kw["max_pixels"] = int(v["shortest_edge"]), int(v["longest_edge"])
-            elif k in ("patch_size", "temporal_patch_size", "merge_size"):
-                kw[k] = int(v)
-            elif k in ("image_mean", "image_std"):
-                kw[k] = tuple(float(x) for x in v)
-            elif k in cls._FIXED:
-                if v != cls._FIXED[k]:
-                    raise ProcessorError(f"{path}: {k}={v!r} is not supported (only {cls._FIXED[k]!r} is)")
-            elif k not in cls._IGNORED:
-                raise ProcessorError(f"{path}: unknown key {k!r}; minglm4v does not know what it would change")
-        return cls(**kw)
+        return _read_settings(cls, path)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"size": {"shortest_edge": self.min_pixels, "longest_edge": self.max_pixels},
-                "do_rescale": True, "patch_size": self.patch_size, "temporal_patch_size": self.temporal_patch_size,
-                "merge_size": self.merge_size, "image_mean": list(self.image_mean),
-                "image_std": list(self.image_std), "image_processor_type": "Glm4vImageProcessor",
+        return {**_common_settings(self), "image_processor_type": "Glm4vImageProcessor",
                 "processor_class": "Glm4vProcessor"}
 
 
@@ -109,29 +86,7 @@ class VideoProcessorConfig:
 
     @classmethod
     def from_file(cls, path: Path) -> "VideoProcessorConfig":
-        try:
-            d = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ProcessorError(f"cannot read {path}: {e}") from e
-        kw: dict[str, Any] = {}
-        for k, v in d.items():
-            if k == "size":
-                if not isinstance(v, dict) or set(v) != {"shortest_edge", "longest_edge"}:
-                    raise ProcessorError(f"{path}: 'size' must be {{'shortest_edge': min_pixels, 'longest_edge': "
-                                         f"max_pixels}} (pixel counts over all frames), got {v!r}")
-                kw["min_pixels"], kw["max_pixels"] = int(v["shortest_edge"]), int(v["longest_edge"])
-            elif k in ("patch_size", "temporal_patch_size", "merge_size"):
-                kw[k] = int(v)
-            elif k in ("fps", "max_duration"):
-                kw[k] = float(v)
-            elif k in ("image_mean", "image_std"):
-                kw[k] = tuple(float(x) for x in v)
-            elif k in cls._FIXED:
-                if v != cls._FIXED[k]:
-                    raise ProcessorError(f"{path}: {k}={v!r} is not supported (only {cls._FIXED[k]!r} is)")
-            elif k not in cls._IGNORED:
-                raise ProcessorError(f"{path}: unknown key {k!r}; minglm4v does not know what it would change")
-        return cls(**kw)
+        return _read_settings(cls, path, floats=("fps", "max_duration"))
 
     @classmethod
     def matching(cls, image: ImageProcessorConfig) -> "VideoProcessorConfig":
@@ -141,11 +96,50 @@ class VideoProcessorConfig:
                    merge_size=image.merge_size, image_mean=image.image_mean, image_std=image.image_std)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"size": {"shortest_edge": self.min_pixels, "longest_edge": self.max_pixels},
-                "do_rescale": True, "patch_size": self.patch_size, "temporal_patch_size": self.temporal_patch_size,
-                "merge_size": self.merge_size, "image_mean": list(self.image_mean),
-                "image_std": list(self.image_std), "fps": self.fps, "max_duration": self.max_duration,
+        return {**_common_settings(self), "fps": self.fps, "max_duration": self.max_duration,
                 "video_processor_type": "Glm4vVideoProcessor", "processor_class": "Glm4vProcessor"}
+
+
+def _read_settings(cls, path: Path, floats: tuple[str, ...] = ()):
+    """Read preprocessor_config.json / video_preprocessor_config.json strictly into `cls`: known keys are
+    converted, `cls._FIXED` keys must have the one value we implement, anything else except `cls._IGNORED` is an
+    error (never dropped)."""
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ProcessorError(f"cannot read {path}: {e}") from e
+    if not isinstance(d, dict):
+        raise ProcessorError(f"{path} must hold a JSON object, got {type(d).__name__}")
+    kw: dict[str, Any] = {}
+    for k, v in d.items():
+        try:
+            if k == "size":
+                if not isinstance(v, dict) or set(v) != {"shortest_edge", "longest_edge"}:
+                    raise ProcessorError(f"{path}: 'size' must be {{'shortest_edge': min_pixels, 'longest_edge': "
+                                         f"max_pixels}} (pixel counts), got {v!r}")
+                kw["min_pixels"], kw["max_pixels"] = int(v["shortest_edge"]), int(v["longest_edge"])
+            elif k in ("patch_size", "temporal_patch_size", "merge_size"):
+                kw[k] = int(v)
+            elif k in floats:
+                kw[k] = float(v)
+            elif k in ("image_mean", "image_std"):
+                kw[k] = tuple(float(x) for x in v)
+            elif k in cls._FIXED:
+                if v != cls._FIXED[k]:
+                    raise ProcessorError(f"{path}: {k}={v!r} is not supported (only {cls._FIXED[k]!r} is)")
+            elif k not in cls._IGNORED:
+                raise ProcessorError(f"{path}: unknown key {k!r}; minglm4v does not know what it would change")
+        except (TypeError, ValueError) as e:
+            if isinstance(e, ProcessorError):
+                raise
+            raise ProcessorError(f"{path}: {k}={v!r} is not a valid value ({e})") from e
+    return cls(**kw)
+
+
+def _common_settings(c) -> dict[str, Any]:
+    return {"size": {"shortest_edge": c.min_pixels, "longest_edge": c.max_pixels}, "do_rescale": True,
+            "patch_size": c.patch_size, "temporal_patch_size": c.temporal_patch_size, "merge_size": c.merge_size,
+            "image_mean": list(c.image_mean), "image_std": list(c.image_std)}
 
 
 class Processor:
@@ -161,9 +155,9 @@ class Processor:
             else chat_template
         self.image_token_id = tokenizer.token_to_id("<|image|>")
         self.video_token_id = tokenizer.token_to_id("<|video|>")
-        self.image_start_id = tokenizer.token_to_id("<|begin_of_image|>")
-        self.image_end_id = tokenizer.token_to_id("<|end_of_image|>")
         self.pad_token_id = tokenizer.token_to_id("<|endoftext|>")
+        for token in ("<|begin_of_image|>", "<|end_of_image|>", "<|begin_of_video|>", "<|end_of_video|>"):
+            tokenizer.token_to_id(token)  # the prompt format needs them: fail now, not halfway through a prompt
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> "Processor":
@@ -286,14 +280,9 @@ class Processor:
                            "(T, H, W, 3) uint8 array) with 'fps', or a minglm4v.video.SampledVideo")
 
     def _video_ids(self, grid: list[int], timestamps: list[float]) -> list[int]:
-        """The ids that replace one <|video|>: per temporal patch, an image block and its whole seconds as text."""
-        t, h, w = grid
-        n = h * w // self.video_config.merge_size**2
-        out: list[int] = []
-        for s in timestamps:
-            out += [self.image_start_id] + [self.image_token_id] * n + [self.image_end_id]
-            out += self.tokenizer.encode(str(int(s)))  # digits are ordinary text between two special tokens
-        return out
+        """The ids that replace one <|video|>: per temporal patch, an image block and its whole seconds as text
+        (video.frame_blocks_text), tokenized as transformers does after its text replacement."""
+        return self.tokenizer.encode(V.frame_blocks_text(grid, timestamps, self.video_config.merge_size))
 
     # ------------------------------------------------------------------ placeholders
 

@@ -15,6 +15,7 @@ Removed tokens get score -inf. Shapes: B batch, V vocabulary; scores are (B, V) 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +47,11 @@ class SamplingConfig:
         _check(_finite(self.min_p) and 0 <= self.min_p < 1, f"min_p={self.min_p} must be in [0, 1) (0 turns it off)")
         _check(_finite(self.repetition_penalty) and self.repetition_penalty > 0,
                f"repetition_penalty={self.repetition_penalty} must be > 0 (1 turns it off)")
+        unused = {k: v for k, v in (("temperature", self.temperature), ("top_k", self.top_k), ("top_p", self.top_p),
+                                    ("min_p", self.min_p)) if v != getattr(SamplingConfig, k)}
+        if unused and not self.do_sample:
+            warnings.warn(f"{unused} only shape sampling; with do_sample=False (greedy) they are not used. "
+                          "Pass do_sample=True to sample.", UserWarning, stacklevel=3)
 
 
 def apply_repetition_penalty(scores: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:

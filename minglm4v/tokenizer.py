@@ -33,7 +33,6 @@ class Tokenizer:
     def __init__(self, backend, source: str = "<memory>"):
         self.backend = backend  # tokenizers.Tokenizer
         self.source = source
-        self.special_ids = {i for i, t in backend.get_added_tokens_decoder().items() if t.special}
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> "Tokenizer":
@@ -98,6 +97,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 600, extra_tokens: S
     backend.train_from_iterator(list(texts), trainer=trainer)
     backend.add_tokens(extras)  # single tokens that decoding keeps
     tok = Tokenizer(backend)
-    for i, t in enumerate(SPECIAL_TOKENS):
-        assert tok.token_to_id(t) == i, (t, tok.token_to_id(t))
+    wrong = {t: tok.token_to_id(t) for i, t in enumerate(SPECIAL_TOKENS) if tok.token_to_id(t) != i}
+    if wrong:  # the trainer places special tokens first; if a tokenizers release changes that, say so
+        raise TokenizerError(f"special tokens did not get ids 0..{len(SPECIAL_TOKENS) - 1}: {wrong}")
     return tok

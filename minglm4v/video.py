@@ -15,9 +15,11 @@ The timestamp of temporal patch k is the time of its first frame (index / fps); 
 Decisions:
   * duration = frame count / fps, which is what transformers' decoders record; a clip of 2 frames still gives one
     temporal patch (transformers v5 samples at least one frame; the odd count is then padded by repeating it).
-  * Resizing uses torch's bicubic with antialias on float copies of the uint8 frames, rounded and clamped back to
-    uint8 (what torchvision does for uint8 video frames); it runs frame by frame as frames are decoded, so memory
-    holds only the resized frames.
+  * Resizing is torch's bicubic with antialias on the uint8 frames, the way torchvision resizes uint8 tensors on the
+    CPU (its native uint8 kernel for BICUBIC; on a GPU torchvision goes through float32, then rounds and clamps, and
+    so do we). transformers' video processor calls torchvision's resize on uint8 frames. There is no torchvision
+    beside the CPU torch here to compare pixels with, so this follows torchvision's source, not a measurement. It runs
+    frame by frame as frames are decoded, so memory holds only the resized frames.
   * The container's rotation metadata is not applied (nor does transformers' PyAV reader apply it).
 
 Shape legend: T sampled frames, H W source size, h w resized size, t h w (grid) in patches, N = t*h*w rows.
@@ -226,11 +228,15 @@ def from_frames(frames, fps: float, *, sample_fps: float = SAMPLE_FPS,
 # ---------------------------------------------------------------------- pixels
 
 def resize_frames(frames: np.ndarray | torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """(T, H, W, 3) uint8 -> (T, 3, h, w) uint8: bicubic with antialias on float copies, rounded and clamped."""
-    x = torch.as_tensor(frames).permute(0, 3, 1, 2).float()  # (T, 3, H, W)
-    if x.shape[-2:] != (h, w):
-        x = F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False, antialias=True)  # (T, 3, h, w)
-    return x.round_().clamp_(0, 255).to(torch.uint8)
+    """(T, H, W, 3) uint8 -> (T, 3, h, w) uint8, bicubic with antialias as torchvision does it for uint8 tensors:
+    the native uint8 kernel on the CPU; elsewhere float32, rounded and clamped back to uint8."""
+    x = torch.as_tensor(frames).permute(0, 3, 1, 2)  # (T, 3, H, W) uint8
+    if x.shape[-2:] == (h, w):
+        return x.contiguous()
+    if x.device.type == "cpu":
+        return F.interpolate(x.contiguous(), size=(h, w), mode="bicubic", align_corners=False, antialias=True)
+    y = F.interpolate(x.float(), size=(h, w), mode="bicubic", align_corners=False, antialias=True)  # (T, 3, h, w)
+    return y.clamp_(0, 255).round_().to(torch.uint8)
 
 
 def normalize_frames(frames: torch.Tensor, mean=IMAGE_MEAN, std=IMAGE_STD) -> torch.Tensor:

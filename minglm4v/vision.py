@@ -23,12 +23,12 @@ from torch import nn
 
 from .norms import RMSNorm  # noqa: F401  (re-exported)
 from .config import VisionConfig
-from .errors import ConfigError, MinGlmError
+from .errors import InputError
 from .vision_attention import (VisionAttention, apply_rotary, merge_window_order, patch_coords,  # noqa: F401
                                segment_lengths, vision_rotary_angles)
 
 
-class VisionInputError(MinGlmError, ValueError):
+class VisionInputError(InputError):
     """pixel_values / grid_thw that the vision tower cannot encode."""
 
 
@@ -147,10 +147,7 @@ class VisionModel(nn.Module):
 
     def __init__(self, config: VisionConfig):
         super().__init__()
-        if config.attention_bias:
-            raise ConfigError("vision attention_bias=True: GLM-4.1V's vision qkv/proj have no bias and this tower "
-                              "builds none; use attention_bias=False (the published value)")
-        self.config = config
+        self.config = config  # validated: e.g. attention_bias is refused by VisionConfig
         C, Co, m = config.hidden_size, config.out_hidden_size, config.spatial_merge_size
         self.patch_embed = PatchEmbed(config)
         self.post_conv_layernorm = RMSNorm(C, config.rms_norm_eps)

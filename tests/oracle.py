@@ -59,3 +59,22 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol
         raise AssertionError(f"{what}: max abs diff {diff.max().item():.3g} > tolerance (atol={atol}, rtol={rtol}); "
                              f"worst at index {idx}: got {actual[idx].item()!r}, expected {expected[idx].item()!r}")
     return diff.max().item() if diff.numel() else 0.0
+
+
+def noise_photo(h: int, w: int, seed: int):
+    """A seeded h x w RGB PIL image of uniform noise: the vision tower's input without meaning."""
+    import numpy as np
+    from PIL import Image
+
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+def checkpoint_with_processor(folder: Path, checkpoint: Path, processor_dir: Path) -> Path:
+    """Copy a saved model and a processor's files into one folder, the layout of a published checkpoint."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for src in (checkpoint, processor_dir):
+        for f in Path(src).iterdir():
+            shutil.copy(f, folder / f.name)
+    return folder

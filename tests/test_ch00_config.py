@@ -162,3 +162,21 @@ def test_configs_are_frozen():
     cfg = C.tiny()
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.text_config.hidden_size = 3
+
+
+def test_nested_model_types_are_checked():
+    d = nested_9b_json()
+    d["text_config"]["model_type"] = "llama"
+    with pytest.raises(ConfigError, match="text_config.model_type='llama'"):
+        C.Glm4vConfig.from_dict(d)
+    d = v5_9b_json()
+    d["vision_config"]["model_type"] = "siglip"
+    with pytest.raises(ConfigError, match="vision_config.model_type='siglip'"):
+        C.Glm4vConfig.from_dict(d)
+
+
+def test_keys_that_change_the_computation_elsewhere_are_not_ignored():
+    d = nested_9b_json()
+    d["text_config"]["embedding_multiplier"] = 2.0
+    with pytest.raises(ConfigError, match="embedding_multiplier"):
+        C.Glm4vConfig.from_dict(d)

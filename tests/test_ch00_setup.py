@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import ast
 import re
-import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,10 +19,20 @@ def _requirements(lines):
     return out
 
 
+def _pyproject() -> dict:
+    """The few pyproject.toml values the test needs (tomllib is Python >= 3.11; we support 3.10)."""
+    text = (ROOT / "pyproject.toml").read_text()
+    out = {"requires-python": re.search(r'^requires-python\s*=\s*"([^"]+)"', text, re.M).group(1)}
+    for key in ("dependencies", "test"):
+        m = re.search(rf"^{key}\s*=\s*(\[.*?\])", text, re.M | re.S)
+        out[key] = ast.literal_eval(re.sub(r"#.*", "", m.group(1)))
+    return out
+
+
 def test_environment_yml_mirrors_pyproject():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    project = _pyproject()
     runtime = _requirements(project["dependencies"])
-    test = _requirements(project["optional-dependencies"]["test"])
+    test = _requirements(project["test"])
     conda, pip, in_pip, in_deps = {}, {}, False, False
     for raw in (ROOT / "environment.yml").read_text().splitlines():
         line = raw.split("#")[0].rstrip()

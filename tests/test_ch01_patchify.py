@@ -86,7 +86,7 @@ def test_smart_resize_errors():
 # ---------------------------------------------------------------------- flattening order by hand (facts §2.3)
 
 def test_patchify_row_and_column_order():
-    # Encode every pixel's coordinates in its value: v = 1000*c + 100*frame + y (x is recovered from the column)
+    # Four coordinate images (channel, frame, y, x): each patchified alone tells where every value came from
     T, C, H, W, p, m = 2, 3, 56, 84, 14, 2
     c, f, y, x = np.meshgrid(np.arange(C), np.arange(T), np.arange(H), np.arange(W), indexing="ij")
     frames = torch.tensor(np.stack([c, f, y, x], -1)).permute(1, 0, 2, 3, 4)  # (T, C, H, W, 4)
@@ -221,7 +221,9 @@ def test_load_image_applies_exif_orientation(tmp_path):
     loaded = load_image(tmp_path / "rotated.jpg")
     assert loaded.size == (40, 100)  # portrait, as a viewer shows it
     with Image.open(tmp_path / "rotated.jpg") as raw:
-        assert raw.size == (100, 40)  # preprocess() on the raw object uses the pixels as stored
+        assert raw.size == (100, 40)
+        # preprocess() uses pixels as given: the raw object keeps its stored (landscape) grid
+        assert preprocess(raw)[1].tolist() != preprocess(loaded)[1].tolist()
 
 
 def test_bad_inputs(tmp_path):

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from minglm4v.chat import MessageError, render_chat, render_with_template, split_thinking
-from minglm4v.processor import ImageProcessorConfig, Processor, ProcessorError, load_processor
+from minglm4v.processor import ImageProcessorConfig, ProcessorError, load_processor
 from minglm4v.tokenizer import TokenizerError
 
-from oracle import assert_close
+from oracle import assert_close, noise_photo
 
 
 def photo(h, w, seed):
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    return noise_photo(h, w, seed)
 
 
 # ---------------------------------------------------------------------- the chat format, worked out by hand

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 
@@ -12,16 +11,13 @@ from PIL import Image
 
 import minglm4v
 from minglm4v.processor import load_processor
+from oracle import checkpoint_with_processor
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, tiny_checkpoint, tiny_processor_dir):
     """A complete checkpoint folder: the oracle's weights and config plus the tiny processor files."""
-    folder = tmp_path_factory.mktemp("cli_model")
-    for src in (tiny_checkpoint[0], tiny_processor_dir):
-        for f in src.iterdir():
-            shutil.copy(f, folder / f.name)
-    return folder
+    return checkpoint_with_processor(tmp_path_factory.mktemp("cli_model"), tiny_checkpoint[0], tiny_processor_dir)
 
 
 @pytest.fixture(scope="module")
@@ -78,5 +74,6 @@ def test_prompt_that_does_not_fit_the_context(model_dir):
 
 def test_bad_sampling_option(model_dir):
     one_line_error(run("generate", "--model", str(model_dir), "--prompt", "x", "--sample", "--top-p", "0"), "top_p")
+    one_line_error(run("generate", "--model", str(model_dir), "--prompt", "x", "--top-k", "5"), "--top-k", "--sample")
     one_line_error(run("generate", "--model", str(model_dir), "--prompt", "x", "--max-new-tokens", "0"),
                    "max_new_tokens")

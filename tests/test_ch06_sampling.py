@@ -92,3 +92,14 @@ def test_nan_logits_are_reported():
     s[1, 3] = float("nan")
     with pytest.raises(SamplingError, match=r"NaN or inf logits \(batch rows \[1\]\).*float16"):
         next_token(s, SamplingConfig())
+
+
+def test_settings_that_greedy_decoding_ignores_are_announced():
+    with pytest.warns(UserWarning, match="only shape sampling"):
+        SamplingConfig(temperature=0.5, top_k=3)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SamplingConfig()  # defaults: nothing to say
+        SamplingConfig(do_sample=True, temperature=0.5)

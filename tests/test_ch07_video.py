@@ -165,9 +165,12 @@ def test_frames_list_and_file_agree(data_dir):
 def test_resize_and_normalise():
     frames = clip(4, 50, 70, seed=1)
     got = V.resize_frames(frames, 28, 56)  # (T, 3, h, w) uint8
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
+    # torchvision's CPU path for uint8 + BICUBIC: torch's native uint8 kernel (not float-then-round)
     want = F.interpolate(x, size=(28, 56), mode="bicubic", align_corners=False, antialias=True)
-    assert torch.equal(got, want.round().clamp(0, 255).to(torch.uint8))
+    assert want.dtype == torch.uint8 and torch.equal(got, want)
+    via_float = F.interpolate(x.float(), size=(28, 56), mode="bicubic", align_corners=False, antialias=True)
+    assert not torch.equal(got, via_float.round().clamp(0, 255).to(torch.uint8))  # the two paths really differ
     flat = np.full((2, 40, 40, 3), 77, np.uint8)
     assert torch.equal(V.resize_frames(flat, 28, 28), torch.full((2, 3, 28, 28), 77, dtype=torch.uint8))
     norm = V.normalize_frames(got)

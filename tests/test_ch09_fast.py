@@ -151,32 +151,56 @@ def test_truncated_or_garbled_shard_is_an_error(tiny_checkpoint, tmp_path):
 
 
 PEAK = """
-import resource, sys, torch
+import sys, torch
 from minglm4v import tiny, weights
 weights.build(tiny(), "meta")  # one-off costs of torch and the package (about 80 MB), not proportional to the weights
-def rss():
-    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) * 1024
-before = rss()
-model = weights.load(sys.argv[1])
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(peak - before, model.load_report.bytes_read)
+def status(key):  # VmRSS: now; VmHWM: peak of this process (ru_maxrss would include the parent's size at fork)
+    return int(open("/proc/self/status").read().split(key + ":")[1].split()[0]) * 1024
+before = status("VmRSS")
+model = weights.load(sys.argv[1], mmap=sys.argv[2] == "mmap")
+at_load = status("VmHWM") - before
+with torch.no_grad():  # touch every page of every weight, as a forward pass does
+    sum(float(p.reshape(-1)[::1024].sum()) for p in model.parameters())
+print(at_load, status("VmHWM") - before, model.load_report.bytes_read)
 """
 
 
-def test_loading_holds_the_weights_once(tmp_path):
-    """Peak RSS while loading ~100 MB (in a fresh process, after imports) stays within 10% of the checkpoint's bytes."""
-    cfg = tiny(vocab_size=200_000)  # embeddings and lm_head of 200k x 64 float32: 2 x 51 MB
-    model = weights.build(cfg, "cpu")
+@pytest.fixture(scope="module")
+def big_checkpoint(tmp_path_factory):
+    """~103 MB of float32 in 3 shards: embeddings and lm_head of 200k x 64."""
+    folder = tmp_path_factory.mktemp("big")
+    model = weights.build(tiny(vocab_size=200_000), "cpu")
     with torch.no_grad():
         for i, p in enumerate(model.parameters()):
             p.normal_(generator=torch.Generator().manual_seed(i))  # real pages, not shared zeros
-    weights.save(model, tmp_path, max_shard_size="40MB")
-    del model
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(PEAK), str(tmp_path)], capture_output=True,
-                         text=True, check=True, cwd=ROOT)
-    grown, nbytes = map(int, out.stdout.split())
+    weights.save(model, folder, max_shard_size="40MB")
+    return folder
+
+
+@pytest.mark.parametrize("how", ["mmap", "read"])
+def test_loading_holds_the_weights_once(big_checkpoint, how):
+    """Peak RSS of a fresh process that loads ~100 MB and touches every weight stays within 10% of the bytes."""
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(PEAK), str(big_checkpoint), how],
+                         capture_output=True, text=True, check=True, cwd=ROOT)
+    at_load, touched, nbytes = map(int, out.stdout.split())
     assert nbytes > 100e6
-    assert grown <= 1.10 * nbytes, f"RSS grew by {grown / 1e6:.0f} MB to load {nbytes / 1e6:.0f} MB"
+    assert touched <= 1.10 * nbytes, f"RSS grew by {touched / 1e6:.0f} MB to load {nbytes / 1e6:.0f} MB"
+    if how == "mmap":  # nothing is read until it is used
+        assert at_load < 0.1 * nbytes
+    else:
+        assert at_load > 0.9 * nbytes
+
+
+def test_mmap_weights_are_copy_on_write(big_checkpoint):
+    model = minglm4v.load(big_checkpoint)
+    shards = sorted(big_checkpoint.glob("model-*.safetensors"))
+    before = [f.read_bytes() for f in shards]
+    with torch.no_grad():
+        model.lm_head.weight.add_(1.0)
+        model.model.language_model.embed_tokens.weight.zero_()
+    assert [f.read_bytes() for f in shards] == before  # the files never change
+    again = minglm4v.load(big_checkpoint, mmap=False)
+    assert torch.equal(again.lm_head.weight + 1.0, model.lm_head.weight)
 
 
 # ------------------------------------------------------------------------------------------------ finding the 9B

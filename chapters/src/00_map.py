@@ -103,11 +103,14 @@ def text_params(t):
 for name, cfg in [("glm41v_9b", big), ("tiny", small)]:
     v, t = vision_params(cfg.vision_config), text_params(cfg.text_config)
     print(f"{name:10} vision {v:>14,}  text {t:>15,}  total {v + t:>15,}")
-print(f"bf16 bytes of the 9B weights: {2 * (vision_params(big.vision_config) + text_params(big.text_config)):,}")
+total = vision_params(big.vision_config) + text_params(big.text_config)
+print(f"bf16 bytes of the 9B weights: {2 * total:,}")
+t = big.text_config
+print(f"without the two vocabulary tables: {total - 2 * t.vocab_size * t.hidden_size:,}")
 """),
 ("md", r"""
-The total, **10,292,777,472** parameters (20.6 GB in bfloat16), is what the published checkpoint holds; the
-"9B" in the name counts the language model without its embedding tables.
+The total above is what the published checkpoint holds (20.6 GB in bfloat16). The "9B" in the name is a round
+figure: without its two vocabulary tables (input embeddings and `lm_head`) the model has the number printed last.
 
 ## The road, drawn
 """),

@@ -92,7 +92,8 @@ plt.show()
 `(t, bh, bw, mh, mw, c, tp, py, px)`:
 
 * **rows**: temporal patch → merged row `bh` → merged column `bw` → row inside the window `mh` → column inside `mw`.
-  Every 4 consecutive rows are one 2×2 merge window, so the merge after the ViT is a plain `view(N/4, 4·C)`.
+  Every 4 consecutive rows are one 2×2 merge window, so the merge after the ViT only has to take rows four at a
+  time (chapter 02).
 * **columns** of a row: `c·392 + tp·196 + py·14 + px` (channel, frame, pixel row, pixel column).
 
 Below, a small 4×6 patch grid with the row index of each patch in `pixel_values`.

@@ -41,8 +41,8 @@ processor = Processor(tok)
 ## 1. The special tokens
 
 A GLM prompt is framed by special tokens. Each is a single id that ordinary text can never produce. The 9B
-checkpoint's ids come from its `config.json` (images and videos) and `generation_config.json` (stop ids); our small
-tokenizer puts the same tokens at 0…12.
+checkpoint's ids are in its `tokenizer.json`; `config.json` repeats the image/video ids and lists the stop ids
+(`text_config.eos_token_id`). Our small tokenizer puts the same tokens at 0…12.
 """),
 ("code", r"""
 # NBVAL_CHECK_OUTPUT
