@@ -9,11 +9,13 @@ A safetensors file is simple enough to read by hand, which is what keeps loading
     [8 bytes: n, little-endian] [n bytes: JSON {name: {"dtype", "shape", "data_offsets": [begin, end]}}] [raw data]
 
 Loading builds the model on the meta device (no memory), then, per tensor, checks the name, the shard the index
-promised, the shape and the dtype, allocates the parameter with `torch.empty` on the target device and reads the
-bytes straight into it (`readinto`, no memory map, no intermediate state dict). When the bytes cannot land in place
-(another device, or a dtype conversion) they pass through one small staging buffer (64 MiB) a slice at a time. So
-the process holds the weights once: peak memory is the checkpoint's bytes plus that buffer on the CPU, or just the
-buffer when loading onto a GPU. Any unknown, duplicate, missing or mis-shaped tensor raises `CheckpointError` naming
+promised, the shape and the dtype, and places the bytes without an intermediate state dict:
+  * CPU, stored dtype: the parameter is a view of the memory-mapped file (copy-on-write), read on first use, one
+    copy shared with the page cache (or, with `mmap=False`, a `torch.empty` filled by `readinto`);
+  * another device or a dtype conversion: `torch.empty` on the target, filled through one 64 MiB staging buffer a
+    slice at a time.
+So the process holds the weights once: peak memory is the checkpoint's bytes (plus that buffer) on the CPU, or just
+the buffer when loading onto a GPU. Any unknown, duplicate, missing or mis-shaped tensor raises `CheckpointError` naming
 the tensor and file, so a half-loaded model is never returned. The checkpoint's dtype is kept (bf16 stays bf16)
 unless `dtype` is given. Parameter names need no renaming: the module tree (model.py) uses the checkpoint names.
 
@@ -26,6 +28,7 @@ Shapes: the checkpoint's, e.g. embed_tokens (V, C).
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import re
 from dataclasses import dataclass
@@ -177,14 +180,24 @@ def _read_exact(fh, buf: memoryview, where: str) -> None:
 class _Reader:
     """Reads tensors from an open safetensors file into tensors allocated on the target device and dtype."""
 
-    def __init__(self, device: torch.device, dtype: torch.dtype):
-        self.device, self.dtype = device, dtype
+    def __init__(self, device: torch.device, dtype: torch.dtype, use_mmap: bool):
+        self.device, self.dtype, self.use_mmap = device, dtype, use_mmap and device.type == "cpu"
+        self.map = None  # the current file, memory-mapped copy-on-write (when use_mmap)
         self.staging = torch.empty(STAGING_BYTES, dtype=torch.uint8)
         if device.type == "cuda":
             self.staging = self.staging.pin_memory()  # page-locked: the copy to the GPU needs no extra bounce
 
+    def open(self, fh) -> None:
+        self.map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY) if self.use_mmap else None
+
     def read(self, fh, offset: int, info: dict, where: str) -> torch.Tensor:
         stored = _DTYPES[info["dtype"]]
+        nbytes = info["data_offsets"][1] - info["data_offsets"][0]
+        if self.map is not None and stored == self.dtype and nbytes and offset % stored.itemsize == 0:
+            # the tensor *is* the file's pages (copy-on-write): no copy, read from disk on first use, and the page
+            # cache and the process share one copy of the weights. The tensor keeps the mapping alive.
+            raw = torch.frombuffer(self.map, dtype=torch.uint8, count=nbytes, offset=offset)
+            return raw.view(stored).view(info["shape"])
         out = torch.empty(info["shape"], dtype=self.dtype, device=self.device)
         fh.seek(offset)
         if self.device.type == "cpu" and stored == self.dtype:  # the bytes land in place
@@ -203,7 +216,7 @@ class _Reader:
 
 
 def load_state(model: nn.Module, folder: str | Path, dtype: torch.dtype | None = None,
-               device: str | torch.device = "cpu") -> LoadReport:
+               device: str | torch.device = "cpu", mmap: bool = True) -> LoadReport:
     """Fill a (meta) model from a checkpoint folder, strictly, one tensor at a time. Returns the count."""
     folder = Path(folder)
     device = check_device(device)
@@ -213,7 +226,7 @@ def load_state(model: nn.Module, folder: str | Path, dtype: torch.dtype | None =
     expected = dict(model.state_dict(keep_vars=True))  # name -> meta tensor (shapes only)
     loaded: dict[str, str] = {}  # name -> file it came from
     n_params = n_bytes = 0
-    reader = _Reader(device, dtype)
+    reader = _Reader(device, dtype, mmap)
     for path in files:
         header, start = headers[path]
         names = sorted(header, key=lambda k: header[k]["data_offsets"][0])  # file order: sequential reads
@@ -223,6 +236,7 @@ def load_state(model: nn.Module, folder: str | Path, dtype: torch.dtype | None =
                 raise CheckpointError(f"{folder / INDEX} says {sorted(promised - set(names))[:5]} are in "
                                       f"{path.name}, but that file does not hold them; re-download the shard")
         with open(path, "rb", buffering=0) as fh:
+            reader.open(fh)
             for name in names:
                 info = header[name]
                 where = f"tensor {name!r} in {path}"
@@ -268,11 +282,13 @@ def _assign(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
 
 
 def load(path: str | Path, dtype: torch.dtype | None = None,
-         device: str | torch.device = "cpu") -> Glm4vForConditionalGeneration:
+         device: str | torch.device = "cpu", mmap: bool = True) -> Glm4vForConditionalGeneration:
     """Load a GLM-4.1V checkpoint folder onto `device`, in the stored dtype unless `dtype` is given.
 
     Each tensor is read from disk straight into its place on `device` ("cuda" loads the 9B model onto the GPU
-    without a CPU copy of the weights). The model is in eval mode with `requires_grad=False` parameters
+    without a CPU copy of the weights). On the CPU, in the stored dtype, `mmap=True` makes the parameters views of
+    the memory-mapped files (copy-on-write): loading is nearly instant and the weights are read on first use;
+    `mmap=False` reads them into memory the process owns. The model is in eval mode with `requires_grad=False` parameters
     (inference; call `.requires_grad_()` to train); `model.config` is its config and `model.load_report` says how
     many tensors, parameters and bytes were read from which files."""
     folder = Path(path)
@@ -284,7 +300,7 @@ def load(path: str | Path, dtype: torch.dtype | None = None,
         raise CheckpointNotFoundError(f"{folder / 'config.json'} not found: a checkpoint folder needs its "
                                       "config.json next to the safetensors files")
     model = build(Glm4vConfig.from_pretrained(folder), "meta")
-    model.load_report = load_state(model, folder, dtype=dtype, device=device)
+    model.load_report = load_state(model, folder, dtype=dtype, device=device, mmap=mmap)
     return model.eval()
 
 
