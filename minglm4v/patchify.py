@@ -221,17 +221,48 @@ def unpatchify(pixel_values: torch.Tensor, grid_thw: Sequence[int], patch_size: 
     return (x * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()  # (T, H, W, C)
 
 
-def normalize(rgb: np.ndarray, mean=IMAGE_MEAN, std=IMAGE_STD) -> np.ndarray:
-    """(H, W, 3) uint8 -> (3, H, W) float32: x/255 (computed in float64, as transformers), then (x - mean) / std.
-
-    A uint8 pixel has only 256 possible values, so the formula is evaluated once per value and channel (a lookup
-    table of 3 x 256 floats) and then gathered: the same bits as computing it pixel by pixel, several times faster."""
+def normalize_lut(mean=IMAGE_MEAN, std=IMAGE_STD) -> np.ndarray:
+    """(3, 256) float32: the normalised value of every uint8 level per channel, x/255 (computed in float64, as
+    transformers), then (x - mean) / std in float32. A pixel has only 256 possible values, so gathering from this
+    table gives the same bits as computing the formula pixel by pixel, several times faster."""
     levels = (np.arange(256, dtype=np.float64) * (1 / 255)).astype(np.float32)  # x / 255
-    lut = (levels[None, :] - np.asarray(mean, np.float32)[:, None]) / np.asarray(std, np.float32)[:, None]
-    out = np.empty((3, *rgb.shape[:2]), dtype=np.float32)  # (3, H, W)
-    for c in range(3):
-        out[c] = lut[c][rgb[:, :, c]]
-    return out
+    return (levels[None, :] - np.asarray(mean, np.float32)[:, None]) / np.asarray(std, np.float32)[:, None]
+
+
+def patchify_rgb(rgb: np.ndarray, lut: np.ndarray, out: np.ndarray, patch_size: int = 14,
+                 temporal_patch_size: int = 2, merge_size: int = 2) -> None:
+    """One resized still image (h, w, 3) uint8 -> its pixel_values rows, written into `out` (h*w/p^2, 3*tp*p*p).
+
+    The same rows as normalising and then calling `patchify`, in a cheaper order: the patches are cut while the
+    pixels are still one byte each, the lookup table turns them into floats in their final place, and the second
+    frame of the temporal pair is a copy of the first."""
+    h, w, C = rgb.shape
+    p, m, tp = patch_size, merge_size, temporal_patch_size
+    gh, gw = h // p, w // p
+    u8 = rgb.reshape(gh // m, m, p, gw // m, m, p, C)  # (bh, mh, py, bw, mw, px, C)
+    u8 = np.ascontiguousarray(u8.transpose(0, 3, 1, 4, 6, 2, 5)).reshape(gh * gw, C, p * p)  # (N, C, py*px)
+    rows = out.reshape(gh * gw, C, tp, p * p)  # (N, C, tp, py*px): a view of out
+    for c in range(C):
+        rows[:, c, 0] = lut[c][u8[:, c]]
+    rows[:, :, 1:] = rows[:, :, :1]  # a still image: every frame of the temporal patch is the same
+
+
+def _height_width(image) -> tuple[int, int]:
+    if isinstance(image, Image.Image):
+        return image.height, image.width
+    if isinstance(image, np.ndarray) and image.ndim in (2, 3):
+        return image.shape[0], image.shape[1]
+    to_rgb_array(image)  # raises the error that says what is wrong with it
+    raise AssertionError("unreachable")
+
+
+def to_rgb_image(image: ImageLike, sixteen_bit: str = "scale") -> Image.Image:
+    """Like `to_rgb_array`, as a PIL image (an RGB PIL image without transparency is returned as it is)."""
+    if isinstance(image, Image.Image) and image.mode == "RGB" and image.info.get("transparency") is None:
+        if image.width == 0 or image.height == 0:
+            raise ImageError(f"image of size {image.width}x{image.height} is empty")
+        return image
+    return Image.fromarray(to_rgb_array(image, sixteen_bit))
 
 
 def preprocess(images: ImageLike | Sequence[ImageLike], *, min_pixels: int = MIN_PIXELS,
@@ -248,19 +279,19 @@ def preprocess(images: ImageLike | Sequence[ImageLike], *, min_pixels: int = MIN
         raise ImageError("preprocess() got no images")
     if min_pixels <= 0 or max_pixels < min_pixels:
         raise ImageError(f"need 0 < min_pixels <= max_pixels, got min_pixels={min_pixels}, max_pixels={max_pixels}")
-    rgbs, sizes = [], []
-    for image in images:
-        rgb = to_rgb_array(image, sixteen_bit)  # (H, W, 3) uint8
-        rgbs.append(rgb)
-        sizes.append(smart_resize(temporal_patch_size, rgb.shape[0], rgb.shape[1], factor=patch_size * merge_size,
-                                  temporal_factor=temporal_patch_size, min_pixels=min_pixels, max_pixels=max_pixels))
+    if sixteen_bit not in ("scale", "clip"):
+        raise ImageError(f"sixteen_bit={sixteen_bit!r}; use 'scale' or 'clip'")
+    sizes = [smart_resize(temporal_patch_size, *_height_width(im), factor=patch_size * merge_size,
+                          temporal_factor=temporal_patch_size, min_pixels=min_pixels, max_pixels=max_pixels)
+             for im in images]  # the resized (h, w) of each image, from its size alone
     rows_per_image = [h * w // patch_size**2 for h, w in sizes]
-    pixel_values = torch.empty(sum(rows_per_image), 3 * temporal_patch_size * patch_size**2)  # (N, 1176)
-    grids, start = [], 0
-    for rgb, (h, w), n in zip(rgbs, sizes, rows_per_image):
-        rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.Resampling.BICUBIC))  # (h, w, 3) uint8
-        frame = torch.from_numpy(normalize(rgb, mean, std))[None]  # (1, 3, h, w): one frame, repeated by patchify
-        _, grid = patchify(frame, patch_size, temporal_patch_size, merge_size, out=pixel_values[start:start + n])
-        grids.append(grid)
+    pixel_values = np.empty((sum(rows_per_image), 3 * temporal_patch_size * patch_size**2), np.float32)  # (N, 1176)
+    lut = normalize_lut(mean, std)
+    start = 0
+    for image, (h, w), n in zip(images, sizes, rows_per_image):
+        rgb = to_rgb_image(image, sixteen_bit)
+        rgb = np.asarray(rgb.resize((w, h), Image.Resampling.BICUBIC))  # (h, w, 3) uint8, PIL's bicubic
+        patchify_rgb(rgb, lut, pixel_values[start:start + n], patch_size, temporal_patch_size, merge_size)
         start += n
-    return pixel_values, torch.tensor(grids, dtype=torch.int64)
+    grids = [(1, h // patch_size, w // patch_size) for h, w in sizes]  # a still image is one temporal patch
+    return torch.from_numpy(pixel_values), torch.tensor(grids, dtype=torch.int64)

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from minglm4v.errors import ImageError
-from minglm4v.patchify import load_image, num_image_tokens, patchify, preprocess, smart_resize, unpatchify
+from minglm4v.patchify import (load_image, normalize_lut, num_image_tokens, patchify, patchify_rgb, preprocess,
+                               smart_resize, unpatchify)
 
 from oracle import assert_close
 
@@ -106,6 +107,16 @@ def test_patchify_row_and_column_order():
         assert yy[r, 0].item() == (bh * m + mh) * p
         assert xx[r, 0].item() == (bw * m + mw) * p
     assert torch.equal(yy[5, :14 * 14].view(14, 14)[:, 0], torch.arange(14.) + yy[5, 0])
+
+
+def test_patchify_rgb_is_normalise_then_patchify():
+    rgb = np.random.default_rng(11).integers(0, 256, (56, 84, 3), dtype=np.uint8)
+    lut = normalize_lut()
+    frame = torch.from_numpy(np.stack([lut[c][rgb[:, :, c]] for c in range(3)]))[None]  # (1, 3, H, W)
+    want, grid = patchify(frame)
+    got = np.empty((24, 1176), np.float32)
+    patchify_rgb(rgb, lut, got)
+    assert grid == (1, 4, 6) and torch.equal(torch.from_numpy(got), want)
 
 
 def test_unpatchify_round_trip():
