@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from .errors import InputError
+
 
 class KVCache:
     def __init__(self, num_layers: int, batch: int, num_kv_heads: int, head_dim: int, max_len: int,
@@ -36,7 +38,7 @@ class KVCache:
         n = k.shape[2]
         end = self.length + n
         if end > self.max_len:
-            raise ValueError(f"KV cache of {self.max_len} positions is full (need {end}); allocate a larger one")
+            raise InputError(f"KV cache of {self.max_len} positions is full (need {end}); allocate a larger one")
         self.keys[layer][:, :, self.length:end] = k
         self.values[layer][:, :, self.length:end] = v
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]

@@ -92,7 +92,8 @@ class DecoderLayer(nn.Module):
         return x + self.post_mlp_layernorm(self.mlp(self.post_attention_layernorm(x)))
 
 
-def attention_mask_4d(attention_mask: torch.Tensor | None, L: int, past: int = 0) -> Mask:
+def attention_mask_4d(attention_mask: torch.Tensor | None, L: int, past: int = 0,
+                      device: torch.device | None = None) -> Mask:
     """(B, past + L) mask, 1 = real token, 0 = pad -> (boolean (B, 1, L, past + L) or None, is_causal).
 
     Query i (at absolute slot past + i) sees key j when j <= past + i (causal) and key j is real. A pad query would
@@ -107,7 +108,7 @@ def attention_mask_4d(attention_mask: torch.Tensor | None, L: int, past: int = 0
             return None, False  # the newest token sees everything
         if past == 0:
             return None, True
-        attention_mask = torch.ones(1, T, dtype=torch.long)
+        attention_mask = torch.ones(1, T, dtype=torch.long, device=device)
     device = attention_mask.device
     slots = torch.arange(T, device=device)
     causal = slots[None, :] <= (past + torch.arange(L, device=device))[:, None]  # (L, T)
@@ -135,7 +136,7 @@ class TextModel(nn.Module):
         B, L, _ = inputs_embeds.shape
         past = cache.length if cache is not None else 0
         cos, sin = rotary_cos_sin(position_ids, self.config, inputs_embeds.dtype)  # (B, L, R) each
-        mask = attention_mask_4d(attention_mask, L, past)
+        mask = attention_mask_4d(attention_mask, L, past, inputs_embeds.device)
         x = inputs_embeds
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, mask, cache, i)

@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
 from .cache import KVCache
-from .generation import GenerationError, _stop_ids
+from .generation import GenerationError, prefill
 from .mrope import inv_freq
-from .sampling import SamplingConfig, SamplingError, apply_repetition_penalty, warp
+from .sampling import NAN_ADVICE, SamplingError, pick
 
 
 class StaticKVCache(KVCache):
@@ -81,65 +80,27 @@ def decode_step(model, token: torch.Tensor, position: torch.Tensor, cache: Stati
     return model.lm_head(lm.norm(x))[:, -1]  # (B, V)
 
 
-def pick(logits: torch.Tensor, cfg: SamplingConfig, seen: torch.Tensor | None,
-         generator: torch.Generator | None) -> torch.Tensor:
-    """sampling.next_token without its NaN check (a host sync); (B, V) -> (B,). The caller checks NaNs in bulk."""
-    scores = logits.float()
-    if seen is not None:
-        scores = apply_repetition_penalty(scores, seen, cfg.repetition_penalty)
-    if not cfg.do_sample:
-        return scores.argmax(-1)
-    return torch.multinomial(warp(scores, cfg).softmax(-1), 1, generator=generator).squeeze(-1)
-
-
 @torch.no_grad()
 def generate_static(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                     pixel_values=None, image_grid_thw=None, pixel_values_videos=None, video_grid_thw=None, *,
-                    max_new_tokens: int = 32, eos_token_id: int | Sequence[int] | None = None,
-                    pad_token_id: int | None = None, seed: int | None = None, sync_every: int = 16,
-                    step_fn=None, on_first_token=None, **sampling) -> torch.Tensor:
+                    max_new_tokens: int = 32, sync_every: int = 16, step_fn=None, on_first_token=None,
+                    **kwargs) -> torch.Tensor:
     """Like generation.generate (same arguments, same tokens), with a static cache and sync-free decode steps.
 
     step_fn: the decode step to call, e.g. `torch.compile(decode_step, fullgraph=True)` (default: decode_step).
     on_first_token: called once the first new token exists on the host (for time-to-first-token).
     Returns the prompt plus the new tokens, (B, L + n)."""
-    cfg = SamplingConfig(**sampling)
-    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens <= 0:
-        raise GenerationError(f"max_new_tokens={max_new_tokens!r} must be a positive integer")
-    if not isinstance(sync_every, int) or sync_every <= 0:
+    if not isinstance(sync_every, int) or isinstance(sync_every, bool) or sync_every <= 0:
         raise GenerationError(f"sync_every={sync_every!r} must be a positive integer")
-    if input_ids.ndim != 2 or input_ids.shape[1] == 0:
-        raise GenerationError(f"input_ids must be (batch, length) with length >= 1, got {tuple(input_ids.shape)}")
     step_fn = step_fn or decode_step
-    dev = input_ids.device
-    stops = torch.tensor(_stop_ids(model, eos_token_id), device=dev)
-    t = model.config.text_config
-    pad = t.pad_token_id if pad_token_id is None else pad_token_id
-    pad = int(stops[0]) if pad is None else pad
-    B, L = input_ids.shape
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
-    generator = torch.Generator(device=dev).manual_seed(seed) if seed is not None else None
+    p = prefill(model, input_ids, attention_mask, pixel_values, image_grid_thw, pixel_values_videos,
+                video_grid_thw, max_new_tokens=max_new_tokens, cache_cls=StaticKVCache, **kwargs)
+    cfg, stops, pad, seen, generator, cache, logits = p.cfg, p.stops, p.pad, p.seen, p.generator, p.cache, p.logits
+    dev, B = input_ids.device, input_ids.shape[0]
+    cache.start_decoding(p.attention_mask)
+    inv_pairs = inv_freq(model.config.text_config).repeat_interleave(2).to(dev)  # (R,): dims 2j, 2j+1 share one
+    position = p.position[:, 0]  # (B,) position of the first new token
 
-    # prefill: the eager one, into the static cache
-    position_ids, rope_deltas = model.position_ids(input_ids, attention_mask, image_grid_thw, video_grid_thw)
-    longest = int(position_ids.max()) + 1
-    if longest + max_new_tokens > t.max_position_embeddings:
-        raise GenerationError(f"the prompt needs {longest} positions and max_new_tokens={max_new_tokens} more, "
-                              f"but the model's context is {t.max_position_embeddings} (max_position_embeddings)")
-    cache = StaticKVCache(t.num_hidden_layers, B, t.num_key_value_heads, t.head_dim, L + max_new_tokens,
-                          model.dtype, model.device)
-    x = model.embed(input_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw)  # (B, L, C)
-    logits = model.logits(x, position_ids, attention_mask, cache, last_only=True)[:, -1]  # (B, V)
-    cache.start_decoding(attention_mask)
-    inv_pairs = inv_freq(t).repeat_interleave(2).to(dev)  # (R,): dims 2j and 2j+1 share inv_freq[j]
-    # the k-th new token sits at (real tokens before it) + rope_delta, the same on all three axes
-    position = attention_mask.long().sum(-1) + rope_deltas[:, 0].to(dev)  # (B,) position of the first new token
-
-    seen = None
-    if cfg.repetition_penalty != 1.0:
-        seen = torch.zeros(B, t.vocab_size, dtype=torch.bool, device=dev)
-        seen.scatter_(1, input_ids, True)
     out = torch.full((B, max_new_tokens), pad, dtype=input_ids.dtype, device=dev)  # (B, n)
     all_done = torch.zeros(max_new_tokens, dtype=torch.bool, device=dev)  # step k: every row had stopped
     finite = torch.ones((), dtype=torch.bool, device=dev)
@@ -156,8 +117,7 @@ def generate_static(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
         last = step == max_new_tokens - 1
         if last or (step + 1) % sync_every == 0:  # the only host syncs of the loop
             if not bool(finite):
-                raise SamplingError("the model produced NaN or inf logits; this usually means the weights "
-                                    "overflowed in the chosen dtype: use bfloat16 or float32, not float16")
+                raise SamplingError(f"the model produced NaN or inf logits; {NAN_ADVICE}")
             if bool(all_done[step]):
                 break
             if last:
@@ -217,4 +177,4 @@ def timed_generate(model, inputs: dict, *, static: bool = True, **kwargs) -> tup
     return out, Timing(L, n, first[0] - t0, rate, peak)
 
 
-__all__ = ["StaticKVCache", "Timing", "decode_step", "generate_static", "pick", "timed_generate"]
+__all__ = ["StaticKVCache", "Timing", "decode_step", "generate_static", "timed_generate"]

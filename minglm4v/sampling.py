@@ -84,14 +84,23 @@ def warp(scores: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
     return scores
 
 
+NAN_ADVICE = ("this usually means the weights overflowed in the chosen dtype: use bfloat16 or float32, "
+              "not float16")
+
+
 def next_token(scores: torch.Tensor, cfg: SamplingConfig, seen: torch.Tensor | None = None,
                generator: torch.Generator | None = None) -> torch.Tensor:
-    """(B, V) logits of the last position -> (B,) token ids."""
-    scores = scores.float()
+    """(B, V) logits of the last position -> (B,) token ids; NaN or inf logits raise SamplingError."""
     if not torch.isfinite(scores).all():
         bad = (~torch.isfinite(scores)).any(-1).nonzero().flatten().tolist()
-        raise SamplingError(f"the model produced NaN or inf logits (batch rows {bad}); this usually means the "
-                            "weights overflowed in the chosen dtype: use bfloat16 or float32, not float16")
+        raise SamplingError(f"the model produced NaN or inf logits (batch rows {bad}); {NAN_ADVICE}")
+    return pick(scores, cfg, seen, generator)
+
+
+def pick(scores: torch.Tensor, cfg: SamplingConfig, seen: torch.Tensor | None = None,
+         generator: torch.Generator | None = None) -> torch.Tensor:
+    """`next_token` without the finiteness check, which waits for the device (the fast path checks in bulk)."""
+    scores = scores.float()
     if seen is not None:
         scores = apply_repetition_penalty(scores, seen, cfg.repetition_penalty)
     if not cfg.do_sample:

@@ -222,7 +222,7 @@ def load_state(model: nn.Module, folder: str | Path, dtype: torch.dtype | None =
     device = check_device(device)
     files, weight_map = checkpoint_files(folder)
     headers = {path: read_header(path) for path in files}
-    dtype = dtype or _stored_dtype({p: h for p, (h, _) in headers.items()})
+    dtype = compute_dtype(dtype) or _stored_dtype({p: h for p, (h, _) in headers.items()})
     expected = dict(model.state_dict(keep_vars=True))  # name -> meta tensor (shapes only)
     loaded: dict[str, str] = {}  # name -> file it came from
     n_params = n_bytes = 0
@@ -293,6 +293,7 @@ def load(path: str | Path, dtype: torch.dtype | None = None,
     many tensors, parameters and bytes were read from which files."""
     folder = Path(path)
     check_device(device)
+    dtype = compute_dtype(dtype)
     if not folder.is_dir():
         raise CheckpointNotFoundError(f"checkpoint folder {folder} does not exist; pass the folder holding "
                                       f"config.json and {SINGLE} (or the shards and {INDEX})")
@@ -302,6 +303,20 @@ def load(path: str | Path, dtype: torch.dtype | None = None,
     model = build(Glm4vConfig.from_pretrained(folder), "meta")
     model.load_report = load_state(model, folder, dtype=dtype, device=device, mmap=mmap)
     return model.eval()
+
+
+COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def compute_dtype(dtype) -> torch.dtype | None:
+    """None (keep the stored dtype), a floating torch.dtype, or its name ("bfloat16", "torch.float32", ...)."""
+    if dtype is None:
+        return None
+    name = str(dtype).removeprefix("torch.")
+    if name not in COMPUTE_DTYPES:
+        raise CheckpointError(f"dtype={dtype!r}: GLM-4.1V runs in {', '.join(COMPUTE_DTYPES)} (or None to keep the "
+                              "checkpoint's own dtype, bfloat16 for the published weights)")
+    return COMPUTE_DTYPES[name]
 
 
 def parse_size(size: int | str) -> int:

@@ -424,3 +424,38 @@ def test_cli_user_errors_are_one_line(tmp_path, cli_model, capsys, case):
         assert "images and videos" in out.err
     lines = out.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), out.err
+
+
+# ---------------------------------------------------------------------- masks, pad ids, dtypes
+
+MASKS = {
+    "right padding": torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]]),
+    "a row of padding only": torch.tensor([[0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1]]),
+    "a hole in the middle": torch.tensor([[1, 1, 0, 1, 1, 1], [1, 1, 1, 1, 1, 1]]),
+    "wrong shape": torch.tensor([[1, 1, 1, 1, 1, 1]]),
+    "not 0/1": torch.tensor([[2, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]]),
+}
+
+
+@pytest.mark.parametrize("case", list(MASKS))
+def test_bad_attention_masks_for_generation(tiny_checkpoint, case):
+    model = minglm4v.load(tiny_checkpoint[0])
+    ids = torch.tensor([[4, 5, 1, 20, 21, 2], [4, 5, 1, 22, 23, 2]])
+    expect(lambda: model.generate(ids, attention_mask=MASKS[case], max_new_tokens=2), "attention_mask"
+           if case in ("wrong shape", "not 0/1", "right padding", "a hole in the middle") else "padding")
+
+
+@pytest.mark.parametrize("pad", [-1, 1000])
+def test_pad_id_outside_the_vocabulary(tiny_checkpoint, pad):
+    model = minglm4v.load(tiny_checkpoint[0])
+    expect(lambda: model.generate(torch.tensor([[4, 5, 1, 20, 2]]), max_new_tokens=2, pad_token_id=pad),
+           "pad_token_id")
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, "float64", "fp8"])
+def test_load_refuses_non_float_compute_dtypes(tiny_checkpoint, dtype):
+    expect(lambda: minglm4v.load(tiny_checkpoint[0], dtype=dtype), "dtype=", "bfloat16")
+
+
+def test_load_takes_dtype_names(tiny_checkpoint):
+    assert minglm4v.load(tiny_checkpoint[0], dtype="bfloat16").dtype == torch.bfloat16
