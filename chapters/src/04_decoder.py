@@ -147,9 +147,11 @@ md(r"""
 
 A seeded tiny random model is built with transformers and saved with `save_pretrained`, exactly the layout the
 real checkpoint is published in (`config.json`, `model.safetensors`, or shards with an index). `minglm4v.load`
-builds our model on the **meta** device (no memory), reads each tensor once with `safetensors.safe_open`, checks its
-name, shape and dtype, and assigns it. Our module tree uses the checkpoint's names, so nothing is renamed; the loader
-counts what it read and refuses anything unknown, missing or mis-shaped.
+builds our model on the **meta** device (no memory), reads each safetensors header itself, checks every tensor's
+name, shape and dtype against the model, and puts each tensor in place one at a time (on the CPU as a view of the
+memory-mapped file; on a GPU through a small staging buffer, never a whole CPU copy). Our module tree uses the
+checkpoint's names, so nothing is renamed; the loader counts what it read and refuses anything unknown, missing or
+mis-shaped.
 """)
 
 code(r"""
