@@ -25,10 +25,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import platform
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 from oracle import save_oracle  # noqa: E402
+from _common import median_times, publish  # noqa: E402
 
 import minglm4v  # noqa: E402
 from minglm4v.config import VisionConfig, tiny  # noqa: E402
@@ -59,17 +58,6 @@ def bench_config():
     return dataclasses.replace(base, text_config=text, vision_config=vision)
 
 
-def medians(fns, repeats: int) -> list[float]:
-    """Median wall time of each function; runs alternate so that load from other processes falls on all alike."""
-    for fn in fns:
-        fn()  # warm-up
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, ts in zip(fns, times):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-    return [statistics.median(ts) for ts in times]
 
 
 def photo():
@@ -104,7 +92,7 @@ def main():
         print(f"{what}: ours {ours:.4g} {unit}, transformers {theirs:.4g} {unit}, {ratio:.2f}x", flush=True)
 
     # load
-    t_ours, t_hf = medians([lambda: minglm4v.load(folder),
+    t_ours, t_hf = median_times([lambda: minglm4v.load(folder),
                             lambda: transformers.Glm4vForConditionalGeneration.from_pretrained(folder)],
                            args.repeats)
     row("load the checkpoint folder", t_ours * 1e3, t_hf * 1e3, "ms")
@@ -118,7 +106,7 @@ def main():
     theirs = improc(images=image, return_tensors="pt")
     assert torch.equal(grid, theirs["image_grid_thw"]), (grid, theirs["image_grid_thw"])
     pre_diff = (px - theirs["pixel_values"]).abs().max().item()
-    t_ours, t_hf = medians([lambda: preprocess(image), lambda: improc(images=image, return_tensors="pt")],
+    t_ours, t_hf = median_times([lambda: preprocess(image), lambda: improc(images=image, return_tensors="pt")],
                            args.repeats)
     g = grid[0].tolist()
     row(f"preprocess a 1920×1080 photo → {g[1]}×{g[2]} patches", t_ours * 1e3, t_hf * 1e3, "ms")
@@ -126,7 +114,7 @@ def main():
     with torch.inference_mode():
         # vision
         vis_diff = (ours.visual(px, grid) - hf.model.visual(px, grid_thw=grid).pooler_output).abs().max().item()
-        t_ours, t_hf = medians([lambda: ours.visual(px, grid), lambda: hf.model.visual(px, grid_thw=grid)],
+        t_ours, t_hf = median_times([lambda: ours.visual(px, grid), lambda: hf.model.visual(px, grid_thw=grid)],
                                args.repeats)
         row(f"vision tower on those {px.shape[0]} patches", t_ours * 1e3, t_hf * 1e3, "ms")
 
@@ -141,7 +129,7 @@ def main():
         first_hf = hf.generate(input_ids=ids, pixel_values=px, image_grid_thw=grid, mm_token_type_ids=mm,
                                max_new_tokens=1, do_sample=False, **kw)
         assert torch.equal(first_ours, first_hf)
-        t_ours, t_hf = medians([
+        t_ours, t_hf = median_times([
             lambda: generate(ours, ids, pixel_values=px, image_grid_thw=grid, max_new_tokens=1, **kw),
             lambda: hf.generate(input_ids=ids, pixel_values=px, image_grid_thw=grid, mm_token_type_ids=mm,
                                 max_new_tokens=1, do_sample=False, **kw)], args.repeats)
@@ -165,7 +153,7 @@ def main():
                 outs = {k: f(N_NEW) for k, f in fns.items()}
                 assert torch.equal(outs["eager"], outs["hf"]) and torch.equal(outs["static"], outs["hf"]), B
                 calls = [lambda f=f, n=n: f(n) for f in fns.values() for n in (1, N_NEW)]
-                t = medians(calls, args.repeats)
+                t = median_times(calls, args.repeats)
                 rate = {k: B * (N_NEW - 1) / (t[2 * i + 1] - t[2 * i]) for i, k in enumerate(fns)}
                 row(f"decode{label}, batch {B}: `generate`", rate["eager"], rate["hf"], "tokens/s",
                     higher_is_better=True)
@@ -210,12 +198,7 @@ def main():
         "(bf16), so an 80 GB card holds the model plus about 1.4 M cached tokens. Chapter 09 measures time to first "
         "token, decode tokens/s and peak GPU memory on the reader's own machine.",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if not args.no_save:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text)
-        print(f"wrote {RESULTS.relative_to(ROOT)}")
+    publish("\n".join(lines) + "\n", RESULTS, save=not args.no_save)
 
 
 if __name__ == "__main__":

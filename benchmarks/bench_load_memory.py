@@ -28,6 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _common import publish  # noqa: E402
 from minglm4v import glm41v_9b, weights  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "load_memory.md"
@@ -153,12 +154,7 @@ def main():
         "weights once (target: peak ≤ 1.15 × checkpoint bytes). With `device=\"cuda\"` the bytes go through one "
         "64 MiB pinned buffer to the GPU, so the CPU side stays near that buffer's size whatever the checkpoint.",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if not args.no_save:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text)
-        print(f"wrote {RESULTS.relative_to(ROOT)}")
+    publish("\n".join(lines) + "\n", RESULTS, save=not args.no_save)
 
 
 if __name__ == "__main__":

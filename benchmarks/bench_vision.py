@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from oracle import build_oracle  # noqa: E402
+from _common import median_times  # noqa: E402
 
 from minglm4v.config import VisionConfig, tiny  # noqa: E402
 from minglm4v.vision import VisionModel  # noqa: E402
@@ -32,18 +31,6 @@ def bench_config():
     return dataclasses.replace(base, text_config=text, vision_config=vision)
 
 
-def median_times(fns, repeats: int) -> list[float]:
-    """Median wall time of each function; runs alternate (a, b, a, b, ...) so that load from other processes on a
-    shared machine falls on both sides alike."""
-    for fn in fns:
-        fn()  # warm-up
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, ts in zip(fns, times):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-    return [statistics.median(ts) for ts in times]
 
 
 def main():
@@ -63,8 +50,8 @@ def main():
 
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} threads; "
           f"vision depth {vc.depth}, width {vc.hidden_size}, {vc.num_heads} heads, float32, median of {args.repeats}")
-    print(f"| image | patches | minglm4v (ms) | transformers (ms) | transformers / minglm4v | max abs diff |")
-    print(f"|---|---|---|---|---|---|")
+    print("| image | patches | minglm4v (ms) | transformers (ms) | transformers / minglm4v | max abs diff |")
+    print("|---|---|---|---|---|---|")
     for side in (224, 448, 896):
         g = side // vc.patch_size
         grid = torch.tensor([[1, g, g]])

@@ -10,10 +10,8 @@ import textwrap
 import types
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import minglm4v
 import oracle
@@ -24,17 +22,9 @@ from minglm4v.fast import StaticKVCache, decode_step, generate_static, timed_gen
 from minglm4v.generation import generate
 from minglm4v.mrope import inv_freq
 from minglm4v.processor import load_processor
+from test_ch06_generation import CASES  # the same prompts as chapter 06
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def photo(h, w, seed):
-    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
-
-
-def conv(question, images=()):
-    return [{"role": "user", "content": [{"type": "image", "image": im} for im in images]
-             + [{"type": "text", "text": question}]}]
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +33,7 @@ def setup(tiny_checkpoint, tiny_processor_dir):
     return minglm4v.load(folder), load_processor(tiny_processor_dir)
 
 
-PROMPTS = {
-    "text": [conv("Which way does the ball move?")],
-    "image": [conv("What kind of animal is this?", [photo(70, 100, 1)])],
-    "padded_batch": [conv("Hi"), conv("How many shapes are there? One, two, three.")],
-    "image_batch": [conv("Describe the image.", [photo(60, 90, 2)]),
-                    conv("Is there a red square left of the blue circle?", [photo(100, 60, 3), photo(56, 56, 4)])],
-}
+PROMPTS = {"padded_batch" if k == "text_batch" else k: v for k, v in CASES.items()}  # test_ch06_generation's prompts
 SETTINGS = {
     "greedy_no_stop": dict(eos_token_id=[999], pad_token_id=0),
     "greedy_stops": dict(eos_token_id=[0, 1], pad_token_id=0),
