@@ -221,7 +221,8 @@ def main(argv=None) -> int:
     parser.add_argument("--video-every", type=int, default=8, help="every k-th step trains on motion videos")
     parser.add_argument("--aux-weight", type=float, default=1.0, help="weight of the vision auxiliary loss")
     parser.add_argument("--minutes", type=float, default=None, help="stop early after this many minutes")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is quickest for this small model on a busy CPU)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1 is quickest for this small model on a busy CPU)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     held_out = T.examples(HELD_OUT_SEED, 140, T.IMAGE_KINDS + (T.VIDEO_KINDS if args.video_every else ()))
