@@ -4,7 +4,8 @@
     python -m minglm4v generate [--model DIR] [--image PATH ...] [--video PATH] --prompt TEXT [sampling options]
 
 `demo` preprocesses a photo (the cat in data/ by default) and writes a picture of its patch grid and merge
-windows, printing the grid and the number of image tokens. `generate` streams a model's answer to a prompt with
+windows, printing the grid and the number of image tokens; then the tiny GLM-4.1V trained for this book
+(data/tiny-glm4v) answers questions about data/scene.png. `generate` streams a model's answer to a prompt with
 images or a video; without --model it uses the tiny checkpoint shipped in data/tiny-glm4v.
 User errors (a missing folder, an unreadable image, a prompt that does not fit) print one line and exit with 2.
 """
@@ -20,6 +21,10 @@ from .errors import MinGlmError
 DATA = Path(__file__).resolve().parent.parent / "data"
 DEFAULT_IMAGE = DATA / "cat.png"
 DEFAULT_MODEL = DATA / "tiny-glm4v"
+DEMO_SCENE = DATA / "scene.png"
+DEMO_QUESTIONS = ("How many shapes are there?", "What colour is the triangle?", "What shape is the blue object?",
+                  "Is the red circle left or right of the centre?", "Is the yellow triangle above or below the centre?",
+                  "Is there a green square?")
 
 
 def demo(args) -> int:
@@ -45,7 +50,25 @@ def demo(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
     print(f"wrote      {out}")
+    if args.model:
+        answer_questions(Path(args.model), DEMO_SCENE, DEMO_QUESTIONS)
     return 0
+
+
+def answer_questions(folder: Path, image_path: Path, questions) -> None:
+    """The main job: a trained GLM-4.1V answers questions about an image (greedy, a few tokens each)."""
+    from . import load, load_processor
+
+    if not folder.is_dir():
+        raise CliError(f"model folder {folder} not found; pass --model DIR or --model '' to skip the questions")
+    model, processor = load(folder), load_processor(folder)
+    print(f"\nmodel      {folder} ({sum(p.numel() for p in model.parameters()):,} parameters)")
+    print(f"image      {image_path}")
+    for q in questions:
+        inputs = processor.apply_chat_template([{"role": "user", "content": [
+            {"type": "image", "image": str(image_path)}, {"type": "text", "text": q}]}])
+        out = model.generate(**inputs, max_new_tokens=8)
+        print(f"  {q:55s} -> {processor.decode(out[0, inputs['input_ids'].shape[1]:]).strip()}")
 
 
 def generate(args) -> int:
@@ -94,6 +117,8 @@ def main(argv=None) -> int:
     p = sub.add_parser("demo", help="preprocess a photo and draw its patch grid")
     p.add_argument("--image", default=str(DEFAULT_IMAGE), help="image file (default: data/cat.png)")
     p.add_argument("--out", default="out/patch_grid.png", help="where to write the picture")
+    p.add_argument("--model", default=str(DEFAULT_MODEL),
+                   help="checkpoint that answers questions about data/scene.png (default: data/tiny-glm4v; '' skips)")
     p.set_defaults(func=demo)
 
     g = sub.add_parser("generate", help="answer a prompt about images or a video, streaming the answer")

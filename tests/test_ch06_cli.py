@@ -77,3 +77,14 @@ def test_bad_sampling_option(model_dir):
     one_line_error(run("generate", "--model", str(model_dir), "--prompt", "x", "--top-k", "5"), "--top-k", "--sample")
     one_line_error(run("generate", "--model", str(model_dir), "--prompt", "x", "--max-new-tokens", "0"),
                    "max_new_tokens")
+
+
+def test_demo_draws_the_grid_and_the_trained_model_answers(tmp_path, capsys):
+    from minglm4v.__main__ import main
+
+    assert main(["demo", "--out", str(tmp_path / "grid.png")]) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "grid.png").stat().st_size > 10_000
+    assert "image_grid_thw [[1, 22, 32]]" in out and "176 <|image|> placeholders" in out
+    answers = [line.rsplit("-> ", 1)[1] for line in out.splitlines() if "-> " in line]
+    assert answers == ["3", "yellow", "square", "left", "below", "no"]  # data/scene.png, worked out by eye
