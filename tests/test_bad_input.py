@@ -355,7 +355,7 @@ NOT_BAD_INPUT = ("test_unusual_modes_are_converted", "test_one_pixel_image_is_sc
 def test_the_suite_size(request):
     """Counts the bad inputs this module tries: every collected test of this file except those in NOT_BAD_INPUT
     (a parametrized test counts once per case)."""
-    mine = [item for item in request.session.items if item.module is request.module]
+    mine = [item for item in request.session.items if getattr(item, "module", None) is request.module]
     bad = [item for item in mine if item.originalname not in NOT_BAD_INPUT]
     print(f"\nbad inputs tried: {len(bad)} (plus 40 seeded random prompts)")
     if not request.config.getoption("keyword") and not request.config.getoption("markexpr"):
