@@ -15,7 +15,10 @@ The classes, by where they are raised (those not defined here live next to the c
     InputError              model inputs that do not fit together                             (model.py, mrope.py)
     VisionInputError        pixel_values / grids the vision tower cannot encode               (vision.py)
     SamplingError           sampling settings out of range, NaN/inf logits                    (sampling.py)
-    GenerationError         max_new_tokens, stop ids, prompts longer than the context         (generation.py)
+    GenerationError         max_new_tokens, stop/pad ids, masks, prompts longer than the context (generation.py)
+    DeviceError             a device that is not there (e.g. "cuda" without a GPU)            (weights.py)
+    TaskError               TinyVQA requests it cannot serve                                  (tinyvqa.py)
+    CliError                command-line arguments that cannot be used                        (__main__.py)
 """
 
 

@@ -459,3 +459,22 @@ def test_load_refuses_non_float_compute_dtypes(tiny_checkpoint, dtype):
 
 def test_load_takes_dtype_names(tiny_checkpoint):
     assert minglm4v.load(tiny_checkpoint[0], dtype="bfloat16").dtype == torch.bfloat16
+
+
+def test_every_error_class_is_a_minglm4v_error_and_listed():
+    import importlib
+    import inspect
+    import pkgutil
+
+    import minglm4v.errors as E
+
+    found = {}
+    for mod in pkgutil.iter_modules(minglm4v.__path__):
+        m = importlib.import_module(f"minglm4v.{mod.name}")
+        for name, cls in inspect.getmembers(m, inspect.isclass):
+            if name.endswith("Error") and cls.__module__ == m.__name__ and name != "MinGlmError":
+                found[name] = cls  # the base class itself is a plain Exception
+    assert len(found) >= 15
+    for name, cls in found.items():
+        assert issubclass(cls, MinGlmError) and issubclass(cls, (ValueError, FileNotFoundError)), name
+        assert name in E.__doc__, f"{name} is missing from errors.py's list"
