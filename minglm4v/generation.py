@@ -46,9 +46,9 @@ def check_attention_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor |
     if attention_mask.shape != input_ids.shape:
         raise GenerationError(f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has "
                               f"{tuple(input_ids.shape)}; give one 0/1 per token")
-    m = attention_mask.long()
-    if not bool(((m == 0) | (m == 1)).all()):
+    if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
         raise GenerationError("attention_mask must hold only 0 (padding) and 1 (real token)")
+    m = attention_mask.long()
     if not bool(m.any(-1).all()):
         raise GenerationError(f"rows {(~m.bool().any(-1)).nonzero().flatten().tolist()} of the batch are all "
                               "padding; every prompt needs at least one token")

@@ -161,7 +161,7 @@ def _question(kind: str, things: list[Thing], rng: np.random.Generator) -> tuple
             return f"Is there a {c} {s}?", "yes"
         # a near miss: the colour or the shape of something that is there
         t = things[rng.integers(len(things))]
-        misses = sorted({(t.colour, s) for s in SHAPES} | {(c, t.shape) for c in COLOURS} - present)
+        misses = sorted(({(t.colour, s) for s in SHAPES} | {(c, t.shape) for c in COLOURS}) - present)
         c, s = misses[rng.integers(len(misses))]
         return f"Is there a {c} {s}?", "no"
     if kind in ("leftright", "abovebelow"):

@@ -66,7 +66,7 @@ VIDEO_SETTINGS = dataclasses.replace(VideoProcessorConfig.matching(IMAGE_SETTING
 
 
 def tiny_vqa_config(vocab_size: int) -> Glm4vConfig:
-    """GLM-4.1V's architecture at ~1.6 M parameters; special ids as `tokenizer.train_tokenizer` places them."""
+    """GLM-4.1V's architecture at ~1.1 M parameters; special ids as `tokenizer.train_tokenizer` places them."""
     text = TextConfig(vocab_size=vocab_size, hidden_size=128, intermediate_size=384, num_hidden_layers=3,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                       partial_rotary_factor=0.5, mrope_section=(2, 3, 3), pad_token_id=0, eos_token_id=(0, 1),

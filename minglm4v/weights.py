@@ -134,18 +134,24 @@ def read_header(path: Path) -> tuple[dict[str, dict], int]:
             header = json.loads(fh.read(n))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CheckpointError(f"{path}: the safetensors header is not JSON ({e}); re-download the file") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: the safetensors header is not a JSON object; re-download the file")
     header.pop("__metadata__", None)
     start = 8 + n
     for name, info in header.items():
+        if not isinstance(info, dict) or info.get("dtype") not in _DTYPES:
+            raise CheckpointError(f"tensor {name!r} in {path} is stored as "
+                                  f"{info.get('dtype') if isinstance(info, dict) else info!r}; GLM-4.1V weights are "
+                                  f"floating point ({sorted(_DTYPES)})")
         try:
             a, b = (int(x) for x in info["data_offsets"])
             numel = 1
             for d in info["shape"]:
                 numel *= int(d)
-            itemsize = torch.empty((), dtype=_DTYPES[info["dtype"]]).element_size() if info["dtype"] in _DTYPES else 0
+            itemsize = torch.empty((), dtype=_DTYPES[info["dtype"]]).element_size()
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"tensor {name!r} in {path}: malformed header entry {info!r} ({e!r})") from None
-        if not 0 <= a <= b <= size - start or (itemsize and b - a != numel * itemsize):
+        if not 0 <= a <= b <= size - start or b - a != numel * itemsize:
             raise CheckpointError(f"tensor {name!r} in {path}: bytes [{a}, {b}) do not fit its shape {info['shape']} "
                                   f"({info['dtype']}) or the file's {size - start} data bytes; re-download the file")
     return header, start

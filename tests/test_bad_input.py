@@ -479,3 +479,20 @@ def test_every_error_class_is_a_minglm4v_error_and_listed():
     for name, cls in found.items():
         assert issubclass(cls, MinGlmError) and issubclass(cls, (ValueError, FileNotFoundError)), name
         assert name in E.__doc__, f"{name} is missing from errors.py's list"
+
+
+def test_integer_tensor_refused_even_with_a_dtype(ckpt):
+    _edit_tensors(ckpt, lambda t: t.__setitem__("lm_head.weight", torch.zeros(1000, 64, dtype=torch.int32)))
+    expect(lambda: minglm4v.load(ckpt, dtype="float32"), "lm_head.weight", "I32")
+
+
+def test_safetensors_header_that_is_not_an_object(ckpt):
+    header = b"[]"
+    (ckpt / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
+    expect(lambda: minglm4v.load(ckpt), "model.safetensors", "not a JSON object")
+
+
+def test_fractional_mask_is_not_rounded_into_validity(tiny_checkpoint):
+    model = minglm4v.load(tiny_checkpoint[0])
+    expect(lambda: model.generate(torch.tensor([[4, 5, 2]]), attention_mask=torch.tensor([[0.4, 1.0, 1.9]]),
+                                  max_new_tokens=2), "only 0")

@@ -196,3 +196,22 @@ def test_answer_one_question(data_dir):
     path = data_dir / "scene.png"  # a red circle top left, a blue square top right, a yellow triangle bottom middle
     assert T.answer(path, "How many shapes are there?") == "3"
     assert T.answer(path, "What colour is the triangle?") == "yellow"
+
+
+@pytest.mark.parametrize("kind", ["exists", "colour", "shape", "abovebelow"])
+def test_every_label_is_true_of_its_scene(kind):
+    """Hundreds of questions of one kind: each answer is what the scene says (a wrong label is a training bug)."""
+    for e in T.examples(0, 400, [kind]):
+        if kind == "exists":
+            asked = e.question.removeprefix("Is there a ").removesuffix("?")
+            assert e.answer == ("yes" if any(f"{t.colour} {t.shape}" == asked for t in e.things) else "no"), e
+        elif kind == "colour":
+            shape = e.question.removeprefix("What colour is the ").removesuffix("?")
+            assert [t.colour for t in e.things if t.shape == shape] == [e.answer], e
+        elif kind == "shape":
+            colour = e.question.removeprefix("What shape is the ").removesuffix(" object?")
+            assert [t.shape for t in e.things if t.colour == colour] == [e.answer], e
+        else:
+            name = e.question.removeprefix("Is the ").removesuffix(" above or below the centre?")
+            t = next(t for t in e.things if t.name == name)
+            assert e.answer == ("above" if t.y < T.SIZE // 2 else "below") and abs(t.y - T.SIZE // 2) >= T.GAP
