@@ -78,3 +78,14 @@ def checkpoint_with_processor(folder: Path, checkpoint: Path, processor_dir: Pat
         for f in Path(src).iterdir():
             shutil.copy(f, folder / f.name)
     return folder
+
+
+def edit_tensors(folder: Path, fn) -> Path:
+    """Rewrite `folder/model.safetensors` after `fn(tensors)` changed the dict in place (tests of bad checkpoints)."""
+    from safetensors.torch import load_file, save_file
+
+    path = Path(folder) / "model.safetensors"
+    tensors = load_file(path)
+    fn(tensors)
+    save_file(tensors, path, metadata={"format": "pt"})
+    return path

@@ -17,13 +17,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
 
 import minglm4v
 from minglm4v.errors import MinGlmError
 from minglm4v.patchify import load_image, num_image_tokens, preprocess
 from minglm4v.processor import load_processor
-from oracle import checkpoint_with_processor, noise_photo
+from oracle import checkpoint_with_processor, edit_tensors, noise_photo
 
 def expect(fn, *needles, error=MinGlmError):
     """fn() must raise `error` (a MinGlmError) whose message holds every needle."""
@@ -46,11 +45,7 @@ def ckpt(tmp_path, tiny_checkpoint):
     return folder
 
 
-def _edit_tensors(folder, fn):
-    path = folder / "model.safetensors"
-    tensors = load_file(path)
-    fn(tensors)
-    save_file(tensors, path, metadata={"format": "pt"})
+_edit_tensors = edit_tensors  # tests/oracle.py
 
 
 def _old_layout(tensors):

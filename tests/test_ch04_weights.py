@@ -11,7 +11,6 @@ import shutil
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
 import minglm4v
 import oracle
@@ -107,37 +106,30 @@ def _copy(saved, tmp_path):
 
 
 def test_unknown_tensor_is_an_error(saved, tmp_path):
-    folder, file = _copy(saved, tmp_path)
-    sd = load_file(file)
-    sd["model.language_model.layers.0.self_attn.o_proj.bias"] = torch.zeros(64)
-    save_file(sd, file, metadata={"format": "pt"})
+    folder, _ = _copy(saved, tmp_path)
+    oracle.edit_tensors(folder, lambda sd: sd.__setitem__("model.language_model.layers.0.self_attn.o_proj.bias",
+                                                          torch.zeros(64)))
     with pytest.raises(CheckpointError, match=r"o_proj\.bias.*model\.safetensors.*not a parameter"):
         minglm4v.load(folder)
 
 
 def test_missing_tensor_is_an_error(saved, tmp_path):
-    folder, file = _copy(saved, tmp_path)
-    sd = load_file(file)
-    del sd["model.language_model.layers.1.post_mlp_layernorm.weight"]
-    save_file(sd, file, metadata={"format": "pt"})
+    folder, _ = _copy(saved, tmp_path)
+    oracle.edit_tensors(folder, lambda sd: sd.pop("model.language_model.layers.1.post_mlp_layernorm.weight"))
     with pytest.raises(CheckpointError, match=r"1 tensor\(s\).*layers\.1\.post_mlp_layernorm\.weight"):
         minglm4v.load(folder)
 
 
 def test_wrong_shape_is_an_error(saved, tmp_path):
-    folder, file = _copy(saved, tmp_path)
-    sd = load_file(file)
-    sd["lm_head.weight"] = sd["lm_head.weight"][:999].contiguous()
-    save_file(sd, file, metadata={"format": "pt"})
+    folder, _ = _copy(saved, tmp_path)
+    oracle.edit_tensors(folder, lambda sd: sd.__setitem__("lm_head.weight", sd["lm_head.weight"][:999].contiguous()))
     with pytest.raises(CheckpointError, match=r"lm_head\.weight.*shape \[999, 64\].*\[1000, 64\]"):
         minglm4v.load(folder)
 
 
 def test_mixed_dtypes_need_an_explicit_dtype(saved, tmp_path):
-    folder, file = _copy(saved, tmp_path)
-    sd = load_file(file)
-    sd["lm_head.weight"] = sd["lm_head.weight"].bfloat16()
-    save_file(sd, file, metadata={"format": "pt"})
+    folder, _ = _copy(saved, tmp_path)
+    oracle.edit_tensors(folder, lambda sd: sd.__setitem__("lm_head.weight", sd["lm_head.weight"].bfloat16()))
     with pytest.raises(CheckpointError, match="mixes dtypes"):
         minglm4v.load(folder)
     assert minglm4v.load(folder, dtype=torch.float32).lm_head.weight.dtype == torch.float32
