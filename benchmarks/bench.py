@@ -36,8 +36,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
-from oracle import save_oracle  # noqa: E402
 from _common import median_times, publish  # noqa: E402
+from oracle import save_oracle  # noqa: E402
 
 import minglm4v  # noqa: E402
 from minglm4v.config import VisionConfig, tiny  # noqa: E402

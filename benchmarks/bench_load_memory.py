@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from _common import publish  # noqa: E402
+
 from minglm4v import glm41v_9b, weights  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "load_memory.md"

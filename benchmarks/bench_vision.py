@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from oracle import build_oracle  # noqa: E402
 from _common import median_times  # noqa: E402
+from oracle import build_oracle  # noqa: E402
 
 from minglm4v.config import VisionConfig, tiny  # noqa: E402
 from minglm4v.vision import VisionModel  # noqa: E402

@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import MinGlmError
+from .errors import CliError, MinGlmError
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 DEFAULT_IMAGE = DATA / "cat.png"
@@ -105,10 +105,6 @@ def generate(args) -> int:
 
 
 SAMPLING_DEFAULTS = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "seed": None}
-
-
-class CliError(MinGlmError, ValueError):
-    """A command-line argument that cannot be used."""
 
 
 def main(argv=None) -> int:

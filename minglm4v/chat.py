@@ -1,6 +1,6 @@
 """The GLM-4.1V chat format: messages -> prompt text, and the model's answer -> (thinking, answer).
 
-Mirrors the checkpoint's `chat_template.jinja` (facts §7.1) as plain Python:
+Mirrors the checkpoint's `chat_template.jinja` (docs/glm41v.md §7.1) as plain Python:
 
     [gMASK]<sop>
     <|system|>\\n{text}                                     per system message
@@ -26,17 +26,13 @@ import hashlib
 import re
 from typing import Any
 
-from .errors import MinGlmError
+from .errors import MessageError, MinGlmError
 
 ROLES = ("system", "user", "assistant")
 # sha256 of the published GLM-4.1V-9B-Thinking chat_template.jinja (922 bytes); the Python renderer below
 # produces its output (checked by hand against the file, conversation by conversation), except for list content in
 # system/assistant messages (see the module docstring).
 GLM41V_TEMPLATE_SHA256 = "847603d3ed14387a2b45c197f8d07ddee0f9938051549c727cbc894facfea78b"
-
-
-class MessageError(MinGlmError, ValueError):
-    """A conversation that is not in the expected message format."""
 
 
 def check_messages(messages: Any) -> list[dict]:
@@ -147,7 +143,7 @@ _ANSWER = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.S)
 
 
 def split_thinking(text: str) -> tuple[str, str]:
-    """(thinking, answer) from a `<think>...</think><answer>...</answer>` reply (facts §7.3).
+    """(thinking, answer) from a `<think>...</think><answer>...</answer>` reply (docs/glm41v.md §7.3).
 
     Missing tags are tolerated the way a reader would expect: no `<think>` block gives empty thinking; no `<answer>`
     tag gives everything after `</think>` (or the whole text) as the answer; an unfinished `<answer>` (generation

@@ -1,6 +1,6 @@
 """Configuration of GLM-4.1V: the vision tower, the GLM-4 text decoder and the whole model.
 
-Mirrors transformers' `Glm4vVisionConfig`, `Glm4vTextConfig` and `Glm4vConfig` (facts §1), with the same field
+Mirrors transformers' `Glm4vVisionConfig`, `Glm4vTextConfig` and `Glm4vConfig` (docs/glm41v.md §1), with the same field
 names, as three small frozen dataclasses. A config is never mutated: `dataclasses.replace` gives a new one.
 
 On disk a `config.json` comes in three spellings, and `Glm4vConfig.from_dict` reads all of them:

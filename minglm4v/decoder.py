@@ -1,4 +1,4 @@
-"""The GLM-4 text decoder of GLM-4.1V (facts §5): embeddings, 40 sandwich-norm layers, final norm.
+"""The GLM-4 text decoder of GLM-4.1V (docs/glm41v.md §5): embeddings, 40 sandwich-norm layers, final norm.
 
 Mirrors transformers' `Glm4vTextModel` with `Glm4vTextDecoderLayer`, `Glm4vTextAttention`, `Glm4vTextMLP` and
 `Glm4vRMSNorm`. Module names equal the checkpoint names under `model.language_model.`.
@@ -25,7 +25,7 @@ from .cache import KVCache
 from .config import TextConfig
 from .errors import InputError
 from .mrope import apply_mrope, rotary_cos_sin
-from .norms import RMSNorm  # noqa: F401  (re-exported)
+from .norms import RMSNorm
 
 Mask = tuple  # (boolean attention mask (B, 1, L, T) or None, is_causal): see attention_mask_4d
 

@@ -3,7 +3,7 @@
 Each also derives from the standard exception a Python user would expect (`ValueError`, `FileNotFoundError`), so
 `except ValueError` keeps working. Messages say what was wrong and what to do.
 
-The classes, by where they are raised (those not defined here live next to the code that raises them):
+The classes, all defined here, by where they are raised:
     ConfigError             config.json values or combinations GLM-4.1V cannot have          (config.py)
     CheckpointError         tensors that do not match the model; CheckpointNotFoundError for
                             a missing folder, config or shard (also a FileNotFoundError)     (weights.py)
@@ -44,3 +44,43 @@ class CheckpointError(MinGlmError, ValueError):
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """A checkpoint folder, config.json or shard file that is not there."""
+
+
+class TokenizerError(MinGlmError, ValueError):
+    """A tokenizer file that cannot be used, or a token it does not have."""
+
+
+class SamplingError(MinGlmError, ValueError):
+    """Sampling settings that make no sense, or logits that cannot be sampled from."""
+
+
+class TaskError(MinGlmError, ValueError):
+    """A TinyVQA request that cannot be served (unknown question kind, bad image)."""
+
+
+class GenerationError(MinGlmError, ValueError):
+    """Generation settings or a prompt that cannot be generated from."""
+
+
+class MessageError(MinGlmError, ValueError):
+    """A conversation that is not in the expected message format."""
+
+
+class ProcessorError(MinGlmError, ValueError):
+    """A processor folder or a prompt that cannot be turned into model inputs."""
+
+
+class VideoError(MinGlmError, ValueError):
+    """A video that cannot be read, sampled or preprocessed."""
+
+
+class DeviceError(MinGlmError, ValueError):
+    """A device that this machine does not have (e.g. "cuda" without a GPU)."""
+
+
+class VisionInputError(InputError):
+    """pixel_values / grid_thw that the vision tower cannot encode."""
+
+
+class CliError(MinGlmError, ValueError):
+    """A command-line argument that cannot be used."""

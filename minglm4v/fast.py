@@ -28,9 +28,10 @@ from dataclasses import dataclass
 import torch
 
 from .cache import KVCache
-from .generation import GenerationError, prefill
+from .errors import GenerationError, SamplingError
+from .generation import prefill
 from .mrope import inv_freq
-from .sampling import NAN_ADVICE, SamplingError, pick
+from .sampling import NAN_ADVICE, pick
 
 
 class StaticKVCache(KVCache):

@@ -19,13 +19,9 @@ from typing import Iterator, Sequence
 import torch
 
 from .cache import KVCache
-from .errors import MinGlmError
+from .errors import GenerationError, SamplingError
 from .mrope import decode_position_ids
-from .sampling import SamplingConfig, SamplingError, next_token
-
-
-class GenerationError(MinGlmError, ValueError):
-    """Generation settings or a prompt that cannot be generated from."""
+from .sampling import SamplingConfig, next_token
 
 
 def _stop_ids(model, eos_token_id) -> list[int]:

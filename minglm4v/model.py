@@ -1,10 +1,10 @@
 """The whole GLM-4.1V model: embed the prompt, splice vision features into the placeholders, decode, project.
 
-Mirrors transformers' `Glm4vForConditionalGeneration.forward` and `Glm4vModel.forward` (facts §5, §6): the module
+Mirrors transformers' `Glm4vForConditionalGeneration.forward` and `Glm4vModel.forward` (docs/glm41v.md §5, §6): the module
 tree is `model.visual` (vision.py), `model.language_model` (decoder.py) and `lm_head`, so `state_dict()` keys are
 exactly the checkpoint's keys.
 
-Forward, for a prompt whose placeholders were already expanded (facts §2.4, §3.3):
+Forward, for a prompt whose placeholders were already expanded (docs/glm41v.md §2.4, §3.3):
     x = embed_tokens(input_ids)                                   (B, L, C)
     x[input_ids == image_token_id] = visual(pixels, grid)         (n_placeholders, C), in order
     pos = get_rope_index(input_ids, grids, attention_mask)        (3, B, L)

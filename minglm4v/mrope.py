@@ -1,4 +1,4 @@
-"""M-RoPE: three-dimensional rotary positions for text, image and video tokens (facts §6).
+"""M-RoPE: three-dimensional rotary positions for text, image and video tokens (docs/glm41v.md §6).
 
 Mirrors transformers' `Glm4vModel.get_rope_index` (the position ids), `Glm4vTextRotaryEmbedding` (the angles) and
 `apply_multimodal_rotary_pos_emb` / `apply_rotary_pos_emb` (the rotation) for GLM-4.1V.

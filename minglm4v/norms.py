@@ -3,7 +3,7 @@
     y = w * (x / sqrt(mean(x^2) + eps))
 
 The statistics are computed in float32 and the result is cast back to the input dtype *before* the weight
-multiply (facts §4, "Numerics"): in bfloat16 that order changes the last bit, and the oracle does it this way.
+multiply (docs/glm41v.md §4, "Numerics"): in bfloat16 that order changes the last bit, and the oracle does it this way.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """From pixels to patches: what GLM-4.1V's image processor does before the vision tower sees an image.
 
 Mirrors transformers' `Glm4vImageProcessor` in its PIL implementation (`Glm4vImageProcessorPil` in v5, the "slow"
-processor of 4.5x), facts §2:
+processor of 4.5x), docs/glm41v.md §2:
 
     image --RGB--> (H, W, 3) uint8 --smart_resize + PIL bicubic--> (h, w, 3) uint8
           --/255, (x - mean) / std--> (3, h, w) float32 --duplicate along time--> (2, 3, h, w)
@@ -187,7 +187,7 @@ def patchify(frames: np.ndarray | torch.Tensor, patch_size: int = 14, temporal_p
     """(T, C, H, W) normalised frames -> pixel_values (t*h*w, C*tp*p*p) and the grid (t, h, w).
 
     Rows are ordered temporal patch -> merged row -> merged column -> row inside the m x m window -> column inside
-    it, so every m*m consecutive rows form one merge window (facts §2.3). Each row is ordered (c, tp, py, px).
+    it, so every m*m consecutive rows form one merge window (docs/glm41v.md §2.3). Each row is ordered (c, tp, py, px).
     `out`, if given, is the (t*h*w, C*tp*p*p) tensor to write into (it saves a copy when batching images)."""
     x = torch.as_tensor(frames)
     T, C, H, W = x.shape

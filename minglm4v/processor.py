@@ -5,15 +5,15 @@ return_tensors="pt")`:
 
     messages --chat.render_chat--> "[gMASK]<sop><|user|>\\n<|begin_of_image|><|image|><|end_of_image|>What...?"
              --tokenizer--> ids with one <|image|> per image and one <|video|> per video
-             --expand--> each <|image|> repeated t*h*w/m^2 times (its image's token count, facts §2.4);
+             --expand--> each <|image|> repeated t*h*w/m^2 times (its image's token count, docs/glm41v.md §2.4);
                          each <|video|> replaced, per temporal patch k, by
-                         <|begin_of_image|> <|image|> x h*w/m^2 <|end_of_image|> "{seconds of patch k}" (facts §3.3)
+                         <|begin_of_image|> <|image|> x h*w/m^2 <|end_of_image|> "{seconds of patch k}" (docs/glm41v.md §3.3)
     images   --patchify.preprocess--> pixel_values (N, 1176), image_grid_thw (n, 3)
     videos   --video.preprocess_videos--> pixel_values_videos (N', 1176), video_grid_thw (n', 3)
 
 A video item is `{"type": "video", "video": "clip.mp4"}` (or "path": ...), a `video.SampledVideo`, or frames with
 their rate: `{"type": "video", "video": [frame, ...] or a (T, H, W, 3) uint8 array, "fps": 12}`. Images and videos
-in one request are refused: GLM-4.1V gives both the same placeholder id (facts §5), and the reference mixes them up.
+in one request are refused: GLM-4.1V gives both the same placeholder id (docs/glm41v.md §5), and the reference mixes them up.
 
 A list of conversations gives a left-padded batch (`attention_mask` 0 on the padding), which is how batched
 generation wants it. Shapes: B conversations, L longest prompt, N patch rows, n images.
@@ -31,19 +31,15 @@ import torch
 from PIL import Image
 
 from . import chat
-from .errors import ImageError, MinGlmError
-from .patchify import IMAGE_MEAN, IMAGE_STD, MAX_PIXELS, MIN_PIXELS, load_image, num_image_tokens, preprocess
 from . import video as V
+from .errors import ImageError, ProcessorError
+from .patchify import IMAGE_MEAN, IMAGE_STD, MAX_PIXELS, MIN_PIXELS, load_image, num_image_tokens, preprocess
 from .tokenizer import Tokenizer
-
-
-class ProcessorError(MinGlmError, ValueError):
-    """A processor folder or a prompt that cannot be turned into model inputs."""
 
 
 @dataclass(frozen=True)
 class ImageProcessorConfig:
-    """The fields of `preprocessor_config.json` (facts §2), with the published values as defaults."""
+    """The fields of `preprocessor_config.json` (docs/glm41v.md §2), with the published values as defaults."""
     min_pixels: int = MIN_PIXELS  # "size": {"shortest_edge": ...} (a pixel count)
     max_pixels: int = MAX_PIXELS  # "size": {"longest_edge": ...} (a pixel count)
     patch_size: int = 14
@@ -68,7 +64,7 @@ class ImageProcessorConfig:
 
 @dataclass(frozen=True)
 class VideoProcessorConfig:
-    """The fields of `video_preprocessor_config.json` (facts §3), with the published values and the class defaults
+    """The fields of `video_preprocessor_config.json` (docs/glm41v.md §3), with the published values and the class defaults
     of transformers' Glm4vVideoProcessor (fps 2, max_duration 300) as defaults."""
     min_pixels: int = V.VIDEO_MIN_PIXELS  # "size": {"shortest_edge": ...}: pixels over all frames of a clip
     max_pixels: int = V.VIDEO_MAX_PIXELS  # "size": {"longest_edge": ...}
@@ -81,7 +77,7 @@ class VideoProcessorConfig:
     max_duration: float = V.MAX_DURATION  # seconds sampled at `fps`; longer clips get fps*max_duration frames
 
     _FIXED = {**ImageProcessorConfig._FIXED, "do_sample_frames": True, "do_center_crop": False}
-    # "num_frames" is not read by GLM's sampler; "max_image_size" is not used by its resize (facts §3)
+    # "num_frames" is not read by GLM's sampler; "max_image_size" is not used by its resize (docs/glm41v.md §3)
     _IGNORED = ImageProcessorConfig._IGNORED | {"num_frames", "max_image_size", "return_metadata"}
 
     @classmethod

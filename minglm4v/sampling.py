@@ -20,11 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import MinGlmError
-
-
-class SamplingError(MinGlmError, ValueError):
-    """Sampling settings that make no sense, or logits that cannot be sampled from."""
+from .errors import SamplingError
 
 
 @dataclass(frozen=True)

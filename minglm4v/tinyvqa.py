@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .errors import MinGlmError
+from .errors import TaskError
 
 CHECKPOINT = Path(__file__).resolve().parent.parent / "data" / "tiny-glm4v"
 SIZE = 84  # image side in pixels: 6 x 6 patches of 14 px, 3 x 3 = 9 image tokens
@@ -49,10 +49,6 @@ STOP = "<|user|>"  # ends every answer; a stop id of the model
 GRID, JITTER = 3, 3  # image scenes: objects sit in the cells of a 3 x 3 grid (one image token each), +-3 px
 RADIUS = 10  # px: every shape spans 21 x 21 px (all the same size, so "how much colour" tells the shapes apart too)
 GAP = 10  # px: left/right (above/below) is asked only of a shape whose centre is this far off the centre line
-
-
-class TaskError(MinGlmError, ValueError):
-    """A TinyVQA request that cannot be served (unknown question kind, bad image)."""
 
 
 @dataclass(frozen=True)

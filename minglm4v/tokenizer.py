@@ -1,6 +1,6 @@
 """Text <-> token ids with the checkpoint's own `tokenizer.json` (the `tokenizers` library).
 
-GLM-4.1V's tokenizer is a byte-level BPE with ~150k entries whose special tokens (facts §7.2) frame the prompt:
+GLM-4.1V's tokenizer is a byte-level BPE with ~150k entries whose special tokens (docs/glm41v.md §7.2) frame the prompt:
 `[gMASK]<sop>` opens it, `<|system|>`, `<|user|>`, `<|assistant|>` open turns, `<|begin_of_image|><|image|>
 <|end_of_image|>` stand for an image. The real `tokenizer.json` (~20 MB) ships with the checkpoint; this module
 loads it, and `train_tokenizer` builds a small one with the same special tokens for tests and the tiny model.
@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .errors import MinGlmError
+from .errors import TokenizerError
 
 # The special tokens a GLM-4.1V prompt uses, in the order `train_tokenizer` gives them ids 0, 1, 2, ...
 SPECIAL_TOKENS = (
@@ -21,10 +21,6 @@ SPECIAL_TOKENS = (
 )
 # Not special (they survive skip_special_tokens), but single tokens in GLM-4.1V's vocabulary.
 THINKING_TOKENS = ("<think>", "</think>", "<answer>", "</answer>")
-
-
-class TokenizerError(MinGlmError, ValueError):
-    """A tokenizer file that cannot be used, or a token it does not have."""
 
 
 class Tokenizer:
@@ -85,7 +81,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 600, extra_tokens: S
                     ) -> Tokenizer:
     """A small byte-level BPE with GLM-4.1V's special tokens at ids 0..12 (`SPECIAL_TOKENS` order), the learned
     vocabulary, then `extra_tokens` as ordinary (non-special) added tokens. Deterministic for the same texts."""
-    from tokenizers import AddedToken, Tokenizer as Backend, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer as Backend
 
     backend = Backend(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

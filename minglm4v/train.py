@@ -12,7 +12,7 @@ with AdamW, a linear warm-up and a cosine decay over a fixed number of steps, an
 at every step (the task generator never runs out). Everything is seeded, so the same command gives the same loss
 curve on the same machine and torch version.
 
-The folder written has the published layout (facts §8): config.json, generation_config.json, model.safetensors,
+The folder written has the published layout (docs/glm41v.md §8): config.json, generation_config.json, model.safetensors,
 tokenizer.json, tokenizer_config.json, chat_template.jinja, preprocessor_config.json,
 video_preprocessor_config.json; transformers' `from_pretrained` reads it too.
 Shapes: B batch, L sequence, V vocabulary.
@@ -57,9 +57,9 @@ CHAT_TEMPLATE = """\
 """
 
 # Any image is scaled to about 84 x 84 px (9 tokens), the size the model was trained on: "longest_edge" is a pixel
-# budget of 2 frames x 84 x 84 (facts §2.1); "shortest_edge" keeps the published 12544.
+# budget of 2 frames x 84 x 84 (docs/glm41v.md §2.1); "shortest_edge" keeps the published 12544.
 IMAGE_SETTINGS = ImageProcessorConfig(max_pixels=2 * T.SIZE * T.SIZE)
-# Videos: all sampled frames share one pixel budget (facts §3.2); 4 frames of 84 x 84 px fit it exactly, so a longer
+# Videos: all sampled frames share one pixel budget (docs/glm41v.md §3.2); 4 frames of 84 x 84 px fit it exactly, so a longer
 # clip gets smaller frames instead of hundreds of tokens the model never saw in training.
 VIDEO_SETTINGS = dataclasses.replace(VideoProcessorConfig.matching(IMAGE_SETTINGS),
                                      max_pixels=T.VIDEO_FRAMES * T.SIZE * T.SIZE)
@@ -175,7 +175,7 @@ def train(steps: int = 6000, batch_size: int = 32, lr: float = 1e-3, seed: int =
             history.append((step, loss.item()))
             elapsed = time.perf_counter() - start
             if log_every and (step % log_every == 0 or step == steps - 1):
-                recent = np.mean([l for _, l in history[-log_every:]])
+                recent = np.mean([loss for _, loss in history[-log_every:]])
                 line = f"step {step:5d}  loss {recent:.4f}  lr {lr_at(step, steps, lr, warmup):.2e}  {elapsed:6.0f} s"
                 if eval_examples is not None and step > 0 and (step % (log_every * EVAL_EVERY) == 0
                                                                or step == steps - 1):
@@ -238,7 +238,7 @@ def main(argv=None) -> int:
     log = {"command": "python -m minglm4v.train " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in
                                                                settings.items() if v is not None),
            "wall_minutes": round(wall / 60, 2), "torch": torch.__version__, "test_accuracy": acc,
-           "history": [[s, round(l, 5)] for s, l in history]}
+           "history": [[s, round(loss, 5)] for s, loss in history]}
     files = save_checkpoint(model, processor, args.out, log)
     size = sum(f.stat().st_size for f in files if f.is_file())
     print(f"trained in {wall / 60:.1f} min; wrote {len(files)} files to {args.out} ({size / 1e6:.1f} MB)")

@@ -1,6 +1,6 @@
 """Video in: decode a clip, pick frames at 2 per second, resize them together, and cut pairs of frames into patches.
 
-Mirrors transformers' `Glm4vVideoProcessor` (`sample_frames`, `resize`, `patchify`) and its PyAV reader, facts §3:
+Mirrors transformers' `Glm4vVideoProcessor` (`sample_frames`, `resize`, `patchify`) and its PyAV reader, docs/glm41v.md §3:
 
     file --PyAV--> fps, frame count (counted by decoding where the container does not say, e.g. WebM)
          --sample_indices--> frame indices at 2 fps (at most 300 s; longer clips: 600 frames spread evenly)
@@ -37,17 +37,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .errors import MinGlmError
+from .errors import VideoError
 from .patchify import IMAGE_MEAN, IMAGE_STD, patchify, smart_resize
 
 SAMPLE_FPS = 2.0  # frames per second kept ("fps" of the video processor)
 MAX_DURATION = 300.0  # seconds sampled at SAMPLE_FPS; longer clips get SAMPLE_FPS * MAX_DURATION frames spread evenly
 VIDEO_MIN_PIXELS = 12544  # video_preprocessor_config.json "shortest_edge" (a pixel count over all frames)
 VIDEO_MAX_PIXELS = 47040000  # "longest_edge" = 28*28*2*30000: at most ~30 000 LLM tokens per video
-
-
-class VideoError(MinGlmError, ValueError):
-    """A video that cannot be read, sampled or preprocessed."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +87,7 @@ class VideoInputs:
 
 def sample_indices(total_frames: int, fps: float, *, sample_fps: float = SAMPLE_FPS,
                    max_duration: float = MAX_DURATION) -> list[int]:
-    """Indices of the frames to keep, from the metadata alone (facts §3.1).
+    """Indices of the frames to keep, from the metadata alone (docs/glm41v.md §3.1).
 
     Up to `max_duration` seconds: n = floor(duration * sample_fps) (at least 1) frames, frame i at
     ceil(i * fps / sample_fps). Longer: sample_fps * max_duration frames at evenly spaced times 0 .. duration (all
@@ -299,7 +295,7 @@ def preprocess_videos(videos, *, sample_fps: float = SAMPLE_FPS, max_duration: f
 # ---------------------------------------------------------------------- the prompt
 
 def frame_blocks_text(grid_thw: Sequence[int], timestamps: Sequence[float], merge_size: int = 2) -> str:
-    """What a video's <|video|> becomes in the prompt (facts §3.3): per temporal patch k,
+    """What a video's <|video|> becomes in the prompt (docs/glm41v.md §3.3): per temporal patch k,
     <|begin_of_image|> + <|image|> x (h*w/m^2) + <|end_of_image|> + whole seconds of timestamps[k]."""
     t, h, w = (int(v) for v in grid_thw)
     if len(timestamps) != t:

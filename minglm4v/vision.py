@@ -1,7 +1,7 @@
 """The GLM-4.1V vision tower: rows of patch pixels in, one feature vector per image placeholder token out.
 
 Mirrors transformers' `Glm4vVisionModel` and its parts (`Glm4vVisionPatchEmbed`, `Glm4vVisionEmbeddings`,
-`Glm4vVisionRotaryEmbedding`, `Glm4vVisionBlock`, `Glm4vVisionAttention`, `Glm4vVisionPatchMerger`), facts §4:
+`Glm4vVisionRotaryEmbedding`, `Glm4vVisionBlock`, `Glm4vVisionAttention`, `Glm4vVisionPatchMerger`), docs/glm41v.md §4:
 
     pixel rows (N, 1176) -> patch embed (a Conv3d that is really a Linear) -> RMSNorm -> + learned position table
     resampled to the image's grid -> depth x [pre-norm attention with 2-D rotary, pre-norm SwiGLU MLP] -> RMSNorm
@@ -21,16 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .norms import RMSNorm  # noqa: F401  (re-exported)
 from .config import VisionConfig
-from .errors import InputError
-from .vision_attention import (VisionAttention, apply_rotary, merge_window_order, patch_coords,  # noqa: F401
-                               segment_lengths, vision_rotary_angles)
-
-
-class VisionInputError(InputError):
-    """pixel_values / grid_thw that the vision tower cannot encode."""
-
+from .errors import VisionInputError
+from .norms import RMSNorm
+from .vision_attention import (
+    VisionAttention,
+    merge_window_order,
+    segment_lengths,
+    vision_rotary_angles,
+)
 
 # ---------------------------------------------------------------------- positions
 
@@ -40,7 +39,7 @@ def interpolate_pos_table(table: torch.Tensor, h: int, w: int) -> torch.Tensor:
     Bicubic (PyTorch's cubic kernel, A = -0.75) with half-pixel centres: output cell (r, c) reads the table at
     source coordinates ((r + 0.5) * S/h - 0.5, (c + 0.5) * S/w - 0.5), taps clamped to the table's edge.
     This is the same sample transformers takes with `grid_sample(..., align_corners=False, padding_mode="border")`
-    (facts §4 step 5); a grid of S x S gives back the table itself."""
+    (docs/glm41v.md §4 step 5); a grid of S x S gives back the table itself."""
     P, C = table.shape
     S = int(round(P**0.5))
     if S * S != P:
@@ -113,16 +112,16 @@ class VisionBlock(nn.Module):
 
 
 class PatchMerger(nn.Module):
-    """x = proj(x); x = gelu(LayerNorm(x)) (exact, erf); out = down(silu(gate(x)) * up(x)), SwiGLU width I."""
+    """x = proj(x); x = gelu(LayerNorm(x)) (exact, erf); out = down(silu(gate(x)) * up(x)), SwiGLU width Ci."""
 
     def __init__(self, config: VisionConfig):
         super().__init__()
-        Co, I = config.out_hidden_size, config.intermediate_size
+        Co, Ci = config.out_hidden_size, config.intermediate_size
         self.proj = nn.Linear(Co, Co, bias=False)
         self.post_projection_norm = nn.LayerNorm(Co, eps=1e-5)
-        self.gate_proj = nn.Linear(Co, I, bias=False)
-        self.up_proj = nn.Linear(Co, I, bias=False)
-        self.down_proj = nn.Linear(I, Co, bias=False)
+        self.gate_proj = nn.Linear(Co, Ci, bias=False)
+        self.up_proj = nn.Linear(Co, Ci, bias=False)
+        self.down_proj = nn.Linear(Ci, Co, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.gelu(self.post_projection_norm(self.proj(x)), approximate="none")

@@ -1,7 +1,7 @@
 """Vision attention: where each patch sits (2-D rotary angles) and whom it may look at (its own image only).
 
 Mirrors transformers' `Glm4vVisionRotaryEmbedding`, `apply_rotary_pos_emb_vision`, `Glm4vVisionAttention` and the
-`cu_seqlens` / `position_ids` helpers of the GLM-4.1V vision tower (facts §4 steps 3, 4 and 6).
+`cu_seqlens` / `position_ids` helpers of the GLM-4.1V vision tower (docs/glm41v.md §4 steps 3, 4 and 6).
 
 * 2-D rotary: half of each head rotates with the patch's row, the other half with its column; pairs are
   (i, i + D/2) ("rotate half", NeoX style), computed in float32.

@@ -1,6 +1,6 @@
 """Load and save GLM-4.1V checkpoints: the folder layout transformers writes and the 9B model is published in.
 
-Mirrors what transformers' `from_pretrained` / `save_pretrained` do for `Glm4vForConditionalGeneration` (facts §8),
+Mirrors what transformers' `from_pretrained` / `save_pretrained` do for `Glm4vForConditionalGeneration` (docs/glm41v.md §8),
 strictly: a folder holds `config.json` and either `model.safetensors` or shards `model-0000k-of-0000n.safetensors`
 listed in `model.safetensors.index.json` = {"metadata": {"total_size": bytes}, "weight_map": {name: shard}}.
 
@@ -39,16 +39,12 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .config import Glm4vConfig
-from .errors import CheckpointError, CheckpointNotFoundError, MinGlmError
+from .errors import CheckpointError, CheckpointNotFoundError, DeviceError
 from .model import Glm4vForConditionalGeneration
 
 SINGLE = "model.safetensors"
 INDEX = "model.safetensors.index.json"
 STAGING_BYTES = 64 << 20  # the staging buffer for device copies and dtype conversions
-
-
-class DeviceError(MinGlmError, ValueError):
-    """A device that this machine does not have (e.g. "cuda" without a GPU)."""
 
 
 @dataclass(frozen=True)

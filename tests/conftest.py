@@ -9,9 +9,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # make tests/oracle.py importable as `oracle`
 
-from minglm4v import config as C  # noqa: E402
-
 import oracle  # noqa: E402
+
+from minglm4v import config as C  # noqa: E402
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 

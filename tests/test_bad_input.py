@@ -16,13 +16,14 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from oracle import checkpoint_with_processor, edit_tensors, noise_photo
 from PIL import Image
 
 import minglm4v
 from minglm4v.errors import MinGlmError
 from minglm4v.patchify import load_image, num_image_tokens, preprocess
 from minglm4v.processor import load_processor
-from oracle import checkpoint_with_processor, edit_tensors, noise_photo
+
 
 def expect(fn, *needles, error=MinGlmError):
     """fn() must raise `error` (a MinGlmError) whose message holds every needle."""

@@ -7,13 +7,20 @@ import io
 import numpy as np
 import pytest
 import torch
+from oracle import assert_close
 from PIL import Image
 
 from minglm4v.errors import ImageError
-from minglm4v.patchify import (load_image, normalize_lut, num_image_tokens, patchify, patchify_rgb, preprocess,
-                               smart_resize, unpatchify)
-
-from oracle import assert_close
+from minglm4v.patchify import (
+    load_image,
+    normalize_lut,
+    num_image_tokens,
+    patchify,
+    patchify_rgb,
+    preprocess,
+    smart_resize,
+    unpatchify,
+)
 
 ATOL = 1e-6  # the bound; in practice the two pipelines agree bit for bit
 
@@ -53,7 +60,7 @@ def check_parity(proc, images, **kw):
     return assert_close(pv, hpv, atol=ATOL, what="pixel_values")
 
 
-# ---------------------------------------------------------------------- smart_resize by hand (facts §2.1)
+# ---------------------------------------------------------------------- smart_resize by hand (docs/glm41v.md §2.1)
 
 @pytest.mark.parametrize("hw, expected", [
     ((480, 640), (476, 644)),
@@ -84,7 +91,7 @@ def test_smart_resize_errors():
         smart_resize(1, 100, 100)
 
 
-# ---------------------------------------------------------------------- flattening order by hand (facts §2.3)
+# ---------------------------------------------------------------------- flattening order by hand (docs/glm41v.md §2.3)
 
 def test_patchify_row_and_column_order():
     # Four coordinate images (channel, frame, y, x): each patchified alone tells where every value came from

@@ -13,9 +13,9 @@ import torch
 from oracle import assert_close, build_oracle
 
 from minglm4v.config import VisionConfig, tiny
-from minglm4v.errors import ConfigError
-from minglm4v.vision import (PatchMerger, VisionBlock, VisionInputError, VisionModel, interpolate_pos_table,
-                             patch_coords, position_embeddings, segment_lengths, vision_rotary_angles)
+from minglm4v.errors import ConfigError, VisionInputError
+from minglm4v.vision import PatchMerger, VisionBlock, VisionModel, interpolate_pos_table, position_embeddings
+from minglm4v.vision_attention import patch_coords, segment_lengths, vision_rotary_angles
 
 
 def _wide():
@@ -84,7 +84,7 @@ def test_patch_embed_equals_conv3d(pair, name):
 def test_patch_coords_match_oracle(pair, name):
     from transformers.vision_utils import get_vision_position_ids
 
-    cfg, m = CONFIGS[name](), CONFIGS[name]().vision_config.spatial_merge_size
+    m = CONFIGS[name]().vision_config.spatial_merge_size
     grid = torch.tensor(GRIDS[name] + [[2, 2 * m, 3 * m]])
     assert torch.equal(patch_coords(grid, m), get_vision_position_ids(grid, m))
     assert segment_lengths(grid) == [h * w for t, h, w in grid.tolist() for _ in range(t)]

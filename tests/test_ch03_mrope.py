@@ -1,19 +1,30 @@
 """Chapter 03: M-RoPE position ids and the multimodal rotary embedding (minglm4v/mrope.py).
 
-Position ids are compared with transformers' `get_rope_index` (the oracle) and with the worked example of the facts
-sheet; the rotation with transformers' rotary embedding and with the formula written out by hand.
+Position ids are compared with transformers' `get_rope_index` (the oracle) and with the worked example of
+docs/glm41v.md §6.2; the rotation with transformers' rotary embedding and with the formula written out by hand.
 """
 
 from __future__ import annotations
 
+import oracle
 import pytest
 import torch
 
-import oracle
 from minglm4v import glm41v_9b, tiny
 from minglm4v.errors import InputError
-from minglm4v.mrope import (IMAGE, TEXT, VIDEO, apply_mrope, band_axis, decode_position_ids, get_rope_index,
-                            inv_freq, rotary_cos_sin, text_position_ids, token_types)
+from minglm4v.mrope import (
+    IMAGE,
+    TEXT,
+    VIDEO,
+    apply_mrope,
+    band_axis,
+    decode_position_ids,
+    get_rope_index,
+    inv_freq,
+    rotary_cos_sin,
+    text_position_ids,
+    token_types,
+)
 
 CFG = tiny()  # image placeholder 9, <|begin_of_image|> 7, <|end_of_image|> 8, video span 10 ... 11
 
@@ -80,7 +91,7 @@ def _oracle_positions(hf, ids, types, image_grid_thw=None, video_grid_thw=None, 
 
 # ------------------------------------------------------------------------------------------------ position ids
 
-def test_worked_example_of_the_facts_sheet():
+def test_worked_example_of_docs_section_6_2():
     """[gMASK]<sop><|user|>\\n<|begin_of_image|> = 0..4; a 476x644 image (grid 1x34x46 -> 17x23 merged) gets
     t = 5, h = 5..21, w = 5..27; <|end_of_image|> gets 5 + max(17, 23) = 28."""
     cfg = glm41v_9b()

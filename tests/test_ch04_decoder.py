@@ -6,17 +6,17 @@ compared with the oracle's in float32 within 1e-4, for several configs and promp
 
 from __future__ import annotations
 
+import oracle
 import pytest
 import torch
+from test_ch03_mrope import Prompt, left_pad
 
 import minglm4v
-import oracle
 from minglm4v import tiny
 from minglm4v.debug import compare
 from minglm4v.decoder import DecoderLayer, attention_mask_4d
 from minglm4v.errors import InputError
 from minglm4v.mrope import get_rope_index, rotary_cos_sin
-from test_ch03_mrope import Prompt, left_pad
 
 ATOL = 1e-4  # float32 logits (the bound)
 

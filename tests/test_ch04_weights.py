@@ -1,7 +1,7 @@
 """Chapter 04: loading and saving checkpoints (minglm4v/weights.py).
 
 Strict (unknown / missing / mis-shaped tensors and missing files are errors naming tensor and file), counted,
-dtype-aware, sharded, and the 9B layout checked on the meta device against the facts sheet (§4.1, §5.1).
+dtype-aware, sharded, and the 9B layout checked on the meta device against docs/glm41v.md (§4.1, §5.1).
 """
 
 from __future__ import annotations
@@ -9,18 +9,18 @@ from __future__ import annotations
 import json
 import shutil
 
+import oracle
 import pytest
 import torch
 
 import minglm4v
-import oracle
 from minglm4v import glm41v_9b, tiny
 from minglm4v.errors import CheckpointError, CheckpointNotFoundError, ConfigError
 from minglm4v.weights import build, parse_size, save
 
 
 def expected_9b_shapes() -> dict[str, tuple[int, ...]]:
-    """Every tensor of the published 9B checkpoint, written out from the facts sheet's tables."""
+    """Every tensor of the published 9B checkpoint, written out from the tables of docs/glm41v.md §4.1 and §5.1."""
     s = {"model.visual.patch_embed.proj.weight": (1536, 3, 2, 14, 14), "model.visual.patch_embed.proj.bias": (1536,),
          "model.visual.post_conv_layernorm.weight": (1536,),
          "model.visual.embeddings.position_embedding.weight": (576, 1536),

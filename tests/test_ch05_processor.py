@@ -6,12 +6,11 @@ import json
 
 import pytest
 import torch
-
-from minglm4v.chat import MessageError, render_chat, render_with_template, split_thinking
-from minglm4v.processor import ImageProcessorConfig, ProcessorError, load_processor
-from minglm4v.tokenizer import TokenizerError
-
 from oracle import assert_close, noise_photo
+
+from minglm4v.chat import render_chat, render_with_template, split_thinking
+from minglm4v.errors import MessageError, ProcessorError, TokenizerError
+from minglm4v.processor import ImageProcessorConfig, load_processor
 
 
 def photo(h, w, seed):

@@ -7,11 +7,11 @@ import sys
 
 import numpy as np
 import pytest
+from oracle import checkpoint_with_processor
 from PIL import Image
 
 import minglm4v
 from minglm4v.processor import load_processor
-from oracle import checkpoint_with_processor
 
 
 @pytest.fixture(scope="module")

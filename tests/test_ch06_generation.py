@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from oracle import noise_photo
 
 import minglm4v
-from minglm4v.generation import GenerationError, generate, stream
+from minglm4v.errors import GenerationError, SamplingError
+from minglm4v.generation import generate, stream
 from minglm4v.processor import load_processor
-from minglm4v.sampling import SamplingError
-from oracle import noise_photo
 
 NEW = 32
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minglm4v.sampling import SamplingConfig, SamplingError, apply_repetition_penalty, next_token, warp
+from minglm4v.errors import SamplingError
+from minglm4v.sampling import SamplingConfig, apply_repetition_penalty, next_token, warp
 
 
 def scores(seed=0, B=3, V=50):

@@ -1,6 +1,6 @@
 """Chapter 07: video in, text out (minglm4v/video.py and the video half of processor.py).
 
-* which frames are kept, worked by hand from facts §3.1 and against transformers' own `sample_frames`
+* which frames are kept, worked by hand from docs/glm41v.md §3.1 and against transformers' own `sample_frames`
   (called on metadata alone, so a 400 s clip needs no file);
 * decoding mp4/H.264 and WebM/VP9 with PyAV, resizing under the shared pixel budget, pairs of frames per patch;
 * prompt ids against transformers' `Glm4vProcessor` (its video expansion fed our pixels and its own frame indices);
@@ -8,7 +8,7 @@
 * bad input: missing, non-video, truncated, corrupt and frameless files, frames without a rate, images with videos.
 
 torchvision does not run beside this torch, so transformers' video *pixel* path cannot run: pixel parity is not
-tested; the model is given the same `pixel_values_videos` on both sides (facts §11).
+tested; the model is given the same `pixel_values_videos` on both sides (docs/glm41v.md §10).
 """
 
 from __future__ import annotations
@@ -20,16 +20,17 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import oracle
 import pytest
 import torch
 import torch.nn.functional as F
 
 import minglm4v
-import oracle
 from minglm4v import video as V
 from minglm4v.chat import render_chat
+from minglm4v.errors import ProcessorError
 from minglm4v.patchify import IMAGE_MEAN, IMAGE_STD, unpatchify
-from minglm4v.processor import ProcessorError, VideoProcessorConfig, load_processor
+from minglm4v.processor import VideoProcessorConfig, load_processor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "data"))
 import make_video  # noqa: E402  (data/make_video.py: the clip's drawing and encoding)
@@ -113,7 +114,7 @@ def test_sampling_bad_metadata():
 # ---------------------------------------------------------------------- sizes: the shared pixel budget
 
 @pytest.mark.parametrize("frames, hw, size, tokens_per_pair", [
-    (20, (720, 1280), (728, 1288), 1196),  # facts §3.2
+    (20, (720, 1280), (728, 1288), 1196),  # docs/glm41v.md §3.2
     (60, (720, 1280), (644, 1176), 966),
     (600, (1080, 1920), (196, 364), 91),
     (12, (144, 192), (140, 196), 35),  # data/shapes.mp4
@@ -290,7 +291,7 @@ def test_each_video_keeps_its_own_timestamps(tiny_processor_dir):
 
 
 def test_position_ids_of_a_video_prompt_by_hand(tiny_processor_dir, tiny_config):
-    """facts §6.2: each temporal patch is a block (st, st + row, st + col); text resumes at st + max(h', w')."""
+    """docs/glm41v.md §6.2: each temporal patch is a block (st, st + row, st + col); text resumes at st + max(h', w')."""
     from minglm4v.mrope import get_rope_index
 
     proc = load_processor(tiny_processor_dir)
@@ -431,8 +432,9 @@ def test_frameless_and_streamless_files(tmp_path):
 
 def test_truncated_stream_with_index_up_front(tmp_path):
     """An mp4 written with its index first ('faststart') opens when cut short; the missing frames are reported."""
-    import av
     from fractions import Fraction
+
+    import av
 
     path = tmp_path / "fs.mp4"
     with av.open(str(path), "w", options={"movflags": "faststart"}) as out:

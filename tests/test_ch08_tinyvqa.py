@@ -13,10 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-import minglm4v
 from minglm4v import tinyvqa as T
 from minglm4v.chat import render_chat, render_with_template
-from minglm4v.processor import load_processor
 from minglm4v.train import CHAT_TEMPLATE, TEST_SEED
 
 FOLDER = T.CHECKPOINT

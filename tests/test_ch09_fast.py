@@ -10,11 +10,12 @@ import textwrap
 import types
 from pathlib import Path
 
+import oracle
 import pytest
 import torch
+from test_ch06_generation import CASES  # the same prompts as chapter 06
 
 import minglm4v
-import oracle
 from minglm4v import glm41v_9b, tiny, weights
 from minglm4v.cache import kv_bytes_per_token
 from minglm4v.errors import CheckpointError, CheckpointNotFoundError
@@ -22,7 +23,6 @@ from minglm4v.fast import StaticKVCache, decode_step, generate_static, timed_gen
 from minglm4v.generation import generate
 from minglm4v.mrope import inv_freq
 from minglm4v.processor import load_processor
-from test_ch06_generation import CASES  # the same prompts as chapter 06
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -80,7 +80,7 @@ for name, path in rows:
 ## How big is it? Counting parameters from the config
 
 Each weight matrix is a product of config numbers, so the parameter count follows from the config alone
-(facts §4.1, §5.1). Chapter 04 checks this arithmetic against a model built on PyTorch's `meta` device.
+(docs/glm41v.md §4.1, §5.1). Chapter 04 checks this arithmetic against a model built on PyTorch's `meta` device.
 """),
 ("code", r"""
 # NBVAL_CHECK_OUTPUT

@@ -21,7 +21,7 @@ md(r"""
 
 Chapter 01 turned a photo into `pixel_values` `(N, 1176)` and a grid `(t, h, w)`. This chapter rebuilds the
 vision tower that turns those rows into one feature vector per `<|image|>` token: `minglm4v/vision.py` (and
-`vision_attention.py` for the attention), mirroring transformers' `Glm4vVisionModel` (facts §4).
+`vision_attention.py` for the attention), mirroring transformers' `Glm4vVisionModel` (docs/glm41v.md §4).
 
 ```
 pixel rows (N, 1176)
@@ -54,9 +54,8 @@ import torch.nn.functional as F
 import minglm4v
 from minglm4v.config import VisionConfig
 from minglm4v.patchify import load_image, preprocess, unpatchify
-from minglm4v.vision import (VisionModel, interpolate_pos_table, patch_coords, position_embeddings,
-                             segment_lengths, vision_rotary_angles)
-from minglm4v.vision_attention import apply_rotary, rotary_inv_freq
+from minglm4v.vision import VisionModel, interpolate_pos_table, position_embeddings
+from minglm4v.vision_attention import apply_rotary, patch_coords, rotary_inv_freq, segment_lengths, vision_rotary_angles
 
 torch.manual_seed(0)
 # A small tower with the real 24x24 position table (image_size 336 / patch 14) and 4 heads of 16 dims.

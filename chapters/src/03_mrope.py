@@ -171,7 +171,7 @@ md(r"""
 
 GLM-4.1V writes a video as `<|begin_of_video|>`, then for every **temporal patch** (two sampled frames) an image
 block `<|begin_of_image|>` + `<|image|>`×(h'·w') + `<|end_of_image|>` followed by its timestamp in seconds as plain
-digits, and finally `<|end_of_video|>` (facts §3.3). The frames use the *image* placeholder id; being inside a
+digits, and finally `<|end_of_video|>` (docs/glm41v.md §3.3). The frames use the *image* placeholder id; being inside a
 video span is what makes them video tokens. Each temporal patch is positioned like an image starting at the
 running offset, so **time is encoded only by the growing offset**: t stays constant within a temporal patch and
 jumps between them. Below: a 6-frame clip at 2 fps, `video_grid_thw = (3, 4, 6)`, i.e. 3 temporal patches of
@@ -203,7 +203,7 @@ plt.show()
 
 md(r"""
 A prompt with both images and a video is refused: they share the placeholder id, the official model card rules it
-out, and transformers mixes them up (facts §9). `get_rope_index` raises `InputError` saying so.
+out, and transformers mixes them up (docs/glm41v.md §9). `get_rope_index` raises `InputError` saying so.
 """)
 
 code(r"""
@@ -301,7 +301,7 @@ plt.show()
 
 md(r"""
 **Interleaved pairs.** Pair j is the two *adjacent* dims (2j, 2j+1) (GPT-J style), not dims j and j + 32 as in
-Llama's "rotate half"; the vision tower uses rotate-half, the text decoder interleaved (facts §9). Each pair is
+Llama's "rotate half"; the vision tower uses rotate-half, the text decoder interleaved (docs/glm41v.md §9). Each pair is
 turned like a 2-D vector:
 
 $$\begin{pmatrix} y_{2j} \\ y_{2j+1} \end{pmatrix} = \begin{pmatrix} \cos\theta_j & -\sin\theta_j \\ \sin\theta_j & \cos\theta_j \end{pmatrix} \begin{pmatrix} x_{2j} \\ x_{2j+1} \end{pmatrix}$$

@@ -33,7 +33,8 @@ import torch
 import minglm4v
 from minglm4v import glm41v_9b, tiny
 from minglm4v.debug import compare
-from minglm4v.decoder import DecoderLayer, RMSNorm, attention_mask_4d
+from minglm4v.decoder import DecoderLayer, attention_mask_4d
+from minglm4v.norms import RMSNorm
 from minglm4v.weights import build, save
 
 torch.manual_seed(0)
@@ -81,7 +82,7 @@ x = x + post_mlp_layernorm(       mlp( post_attention_layernorm(x) ) )
 
 Mind the names: `post_attention_layernorm` is really the norm *before* the MLP (the name is inherited from Llama);
 `post_self_attn_layernorm` and `post_mlp_layernorm` are the two extra ones. Forgetting them gives a model that
-runs and writes garbage (facts §9). The layer's modules, in the order `forward` uses them:
+runs and writes garbage (docs/glm41v.md §9). The layer's modules, in the order `forward` uses them:
 """)
 
 code(r"""

@@ -196,7 +196,8 @@ checkpoint ships its own `tokenizer.json`. Below, runs of `<|image|>` are collap
 code(r"""
 # NBVAL_CHECK_OUTPUT
 from minglm4v import tiny
-from minglm4v.processor import Processor, ProcessorError
+from minglm4v.processor import Processor
+from minglm4v.errors import ProcessorError
 from minglm4v.tokenizer import train_tokenizer
 
 corpus = ["Which way does the ball move? Left, right, up, down.", "How many shapes are there? One, two, three.",
@@ -271,7 +272,7 @@ md(r"""
 A video can also be a list of frames with their frame rate (`{"type": "video", "video": frames, "fps": 12}`); it
 goes through the same sampling. Each video keeps its own timestamps: below, a 3.3 s clip (patches at 0, 1, 2 s) and
 our 6 s clip (0 … 5 s). Images and videos in one request are refused: they share the placeholder id, and the
-reference implementation mixes their features up (facts §5).
+reference implementation mixes their features up (docs/glm41v.md §5).
 """)
 
 code(r"""

@@ -151,7 +151,7 @@ print(type(model).__name__, model.dtype, model.device.type, len(model.language_m
 ("md", r"""
 ## 4. An image question and a video question
 
-The 9B model thinks first: it answers `<think>…</think><answer>…</answer>` (facts §7.3). `split_thinking` separates
+The 9B model thinks first: it answers `<think>…</think><answer>…</answer>` (docs/glm41v.md §7.3). `split_thinking` separates
 the two; only the answer goes back into a multi-turn history. Decoding is greedy here so that runs repeat (the
 official settings sample). The tiny checkpoint answers with noise (random) or one word (trained), without thinking.
 """),

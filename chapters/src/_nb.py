@@ -1,5 +1,7 @@
 """Tiny helper for the chapter generator scripts: a list of (kind, source) cells -> a notebook file."""
 import nbformat as nbf
+
+
 def build(path, cells):
     nb = nbf.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
