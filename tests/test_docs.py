@@ -4,7 +4,7 @@ document a reader cannot open.
 * every reference of the form `docs/glm41v.md §X[.Y]` (also lists `§4.1, §5.1`, ranges `§1.2-1.3`, steps
   `§4 step 5`) in the package, tests, benchmarks, scripts, README and chapters names a heading of the document,
   and a named step is a numbered item of that section;
-* no file of the repository names the private notes this project was written from;
+* no file of the repository points a reader at notes outside it;
 * the document has the outline the code cites (§1 to §10, then Sources), and every section cites a public source.
 """
 
