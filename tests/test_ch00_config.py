@@ -11,7 +11,7 @@ from oracle import hf_config
 import minglm4v.config as C
 from minglm4v.errors import ConfigError
 
-# The published 9B values (docs/glm41v.md §1.2-1.3, checked by hand against the reconstructed Hub config.json).
+# The published 9B values (docs/glm41v.md §1.2-1.3, checked by hand against the Hub config.json).
 NINE_B_TEXT = dict(vocab_size=151552, hidden_size=4096, intermediate_size=13696, num_hidden_layers=40,
                    num_attention_heads=32, num_key_value_heads=2, max_position_embeddings=65536, rms_norm_eps=1e-5,
                    partial_rotary_factor=0.5, rope_theta=10000.0, mrope_section=(8, 12, 12), pad_token_id=151329,
