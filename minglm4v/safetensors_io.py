@@ -113,7 +113,7 @@ def _check_entry(path: Path, name: str, info, data_bytes: int) -> None:
         got = sorted(info) if isinstance(info, dict) else type(info).__name__
         raise CheckpointError(f"{where}: a header entry holds exactly {sorted(_ENTRY_KEYS)}, got {got}")
     dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise CheckpointError(f"{where} is stored as {dtype!r:.40}, not a safetensors dtype torch can hold "
                               f"({', '.join(DTYPES)})")
     if not isinstance(shape, list) or not all(_int(d) and d >= 0 for d in shape):

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 from torch import nn
 
@@ -192,7 +193,10 @@ def parse_size(size: int | str) -> int:
 
 
 def _write_shard(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    save_file(tensors, str(path), metadata={"format": "pt"})
+    try:
+        save_file(tensors, str(path), metadata={"format": "pt"})
+    except SafetensorError as e:  # the library reports a full disk or a file-size limit this way
+        raise OSError(f"{path.name}: {e}") from e
 
 
 def save(model: Glm4vForConditionalGeneration, folder: str | Path, max_shard_size: int | str = "5GB") -> list[Path]:
