@@ -351,6 +351,15 @@ def test_iter_checkpoint_streams_every_tensor_once_in_file_order(tmp_path):
         assert t.dtype == torch.float32 and torch.equal(t, stored[name].float()), name
 
 
+def test_iter_checkpoint_checks_at_the_call_not_at_the_first_tensor(saved, tmp_path):
+    with pytest.raises(CheckpointNotFoundError, match="does not exist"):
+        iter_checkpoint(tmp_path / "nowhere")
+    with pytest.raises(CheckpointError, match="floating"):
+        iter_checkpoint(saved[0], dtype=torch.int8)
+    with pytest.raises(DeviceError, match="not a torch device"):
+        iter_checkpoint(saved[0], device="gpu0")
+
+
 def test_iter_checkpoint_passes_integer_tensors_through(tmp_path):
     from safetensors.torch import save_file
 
