@@ -74,7 +74,9 @@ def read_index(folder: Path) -> dict[str, str]:
     data = read_json(index, CheckpointError)
     weight_map = expect(data.get("weight_map"), dict, index, "weight_map", CheckpointError)
     if "metadata" in data:
-        expect(data["metadata"], dict, index, "metadata", CheckpointError)
+        metadata = expect(data["metadata"], dict, index, "metadata", CheckpointError)
+        if "total_size" in metadata:
+            expect(metadata["total_size"], (int, float), index, "metadata.total_size", CheckpointError)
     for name, shard in weight_map.items():
         expect(shard, str, index, f"weight_map[{name!r}]", CheckpointError)
     for shard in sorted(set(weight_map.values())):

@@ -181,6 +181,7 @@ INDEXES = {
     "a shard name that is a number": (lambda d: d["weight_map"].__setitem__("lm_head.weight", 3),
                                       ["weight_map['lm_head.weight']", "str"]),
     "metadata a string": (lambda d: d.__setitem__("metadata", "x"), ["metadata"]),
+    "total_size a string": (lambda d: d["metadata"].__setitem__("total_size", "1GB"), ["metadata.total_size"]),
 }
 
 
@@ -218,6 +219,16 @@ def test_hugging_face_cache_links_into_blobs_are_allowed(sharded, tmp_path):
     ref = minglm4v.load(sharded)
     model = minglm4v.load(snap)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in ref.state_dict().items())
+
+
+def test_the_loader_modules_never_unpickle():
+    import inspect
+
+    from minglm4v import atomic_save, hub
+
+    for module in (weights, checkpoint, safetensors_io, hub, atomic_save):
+        source = inspect.getsource(module)
+        assert "torch.load" not in source and "pickle" not in source, module.__name__
 
 
 # ---------------------------------------------------------------------- paths: local files stay local
