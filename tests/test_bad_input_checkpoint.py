@@ -361,3 +361,15 @@ def test_save_into_a_file_is_refused(tmp_path):
     (tmp_path / "f").write_text("x")
     expect(lambda: weights.save(_other_model(4), tmp_path / "f"), "is a file", error=CheckpointError)
     assert (tmp_path / "f").read_text() == "x"
+
+
+def test_saving_over_the_files_a_mapped_model_reads_from(saved_with_extras):
+    """New files replace the old names; the old inodes stay alive under the mapping, so no SIGBUS."""
+    folder = saved_with_extras
+    model = minglm4v.load(folder)  # parameters are views of the mapped shards
+    ref = {k: v.clone() for k, v in model.state_dict().items()}
+    weights.save(model, folder)  # reads from the mapping while replacing the files it maps
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in ref.items())
+    again = minglm4v.load(folder)
+    assert again.load_report.files == ("model.safetensors",)
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in ref.items())
