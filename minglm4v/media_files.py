@@ -56,8 +56,10 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-def download(url: str, folder: Path, what: str, error: type[Exception], max_bytes: int = MAX_DOWNLOAD_BYTES) -> Path:
-    """Fetch an http(s) `url` into `folder` with urllib, at most `max_bytes`; every failure raises `error`."""
+def download(url: str, folder: Path, what: str, error: type[Exception], max_bytes: int | None = None) -> Path:
+    """Fetch an http(s) `url` into `folder` with urllib, at most `max_bytes` (default MAX_DOWNLOAD_BYTES); every
+    failure raises `error`."""
+    max_bytes = MAX_DOWNLOAD_BYTES if max_bytes is None else max_bytes
     if url_scheme(url) not in ("http", "https"):
         raise error(f"{what} {url!r}: only http and https URLs can be downloaded")
     target = folder / "download"
