@@ -7,7 +7,8 @@
   blocking and checked with fstat, so a FIFO swapped in after a check cannot hang the caller.
 * `local_file(source, what, error, allow_download)` turns a path, a `file://` URL or (only with
   `allow_download=True`) an http(s) URL into a local path, as a context manager: a download goes to a temporary
-  folder that is removed on exit, and stops with an error past `MAX_DOWNLOAD_BYTES`.
+  folder that is removed on exit, and stops with an error past `MAX_DOWNLOAD_BYTES` or `DOWNLOAD_DEADLINE_S`.
+  Redirects are followed to http(s) only; proxies come from the environment, as for any urllib download.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -26,6 +28,7 @@ from .paths import is_remote_url, local_path, url_scheme
 
 MAX_DOWNLOAD_BYTES = 1 << 30  # 1 GiB: more than any image or clip the model can use
 DOWNLOAD_TIMEOUT_S = 30.0  # per network operation (connect, each read)
+DOWNLOAD_DEADLINE_S = 600.0  # the whole download, so a server sending a byte at a time cannot hold us forever
 
 
 def open_regular(path: Path, what: str, error: type[Exception], shown: str | None = None):
@@ -70,12 +73,15 @@ def download(url: str, folder: Path, what: str, error: type[Exception], max_byte
             if declared is not None and declared.isdigit() and int(declared) > max_bytes:
                 raise error(f"{what} {url}: the server announces {int(declared):,} bytes, more than the "
                             f"{max_bytes:,} minglm4v downloads; download it yourself and pass the path")
-            got = 0
-            while chunk := response.read(1 << 20):
+            got, start = 0, time.monotonic()
+            while chunk := response.read1(1 << 20):  # what has arrived, up to 1 MiB
                 got += len(chunk)
                 if got > max_bytes:
                     raise error(f"{what} {url}: more than {max_bytes:,} bytes, more than minglm4v downloads; "
                                 "download it yourself and pass the path")
+                if time.monotonic() - start > DOWNLOAD_DEADLINE_S:
+                    raise error(f"{what} {url}: still downloading after {DOWNLOAD_DEADLINE_S:.0f} s; download it "
+                                "yourself and pass the path")
                 out.write(chunk)
     except (urllib.error.URLError, OSError, ValueError) as e:
         if isinstance(e, error):

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +80,10 @@ def local_server(routes: dict, lifetime_s: float = 60.0):
             for k, v in headers.items():
                 self.send_header(k, v)
             self.end_headers()
-            self.wfile.write(body)
+            try:
+                body(self.wfile) if callable(body) else self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):  # the client stopped reading, as it should
+                pass
 
         def log_message(self, *args):  # quiet
             pass
@@ -193,13 +197,22 @@ def test_download_failures(no_proxy, tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr(media_files, "MAX_DOWNLOAD_BYTES", 1000)
     big = b"\0" * 5000
-    routes = {"/big": (200, {"Content-Length": "5000"}, big), "/stream": (200, {}, big),
+
+    def drip(wfile):  # 100 bytes every 0.1 s
+        for _ in range(8):
+            wfile.write(b"\0" * 100)
+            wfile.flush()
+            time.sleep(0.1)
+
+    monkeypatch.setattr(media_files, "DOWNLOAD_DEADLINE_S", 0.25)
+    routes = {"/drip": (200, {}, drip), "/big": (200, {"Content-Length": "5000"}, big), "/stream": (200, {}, big),
               "/redirect": (302, {"Location": "file:///etc/passwd"}, b"")}
     with local_server(routes) as (base, _, _):
         expect(lambda: load_image(base + "/big", allow_download=True), "announces 5,000 bytes", error=ImageError)
         expect(lambda: load_image(base + "/stream", allow_download=True), "more than 1,000 bytes", error=ImageError)
         expect(lambda: V.load_video(base + "/redirect", allow_download=True), "redirect", error=VideoError)
         expect(lambda: load_image(base + "/missing.png", allow_download=True), "cannot download", error=ImageError)
+        expect(lambda: load_image(base + "/drip", allow_download=True), "still downloading after", error=ImageError)
     expect(lambda: load_image("ftp://127.0.0.1/x.png", allow_download=True), "only http and https", error=ImageError)
     assert list(tmp_path.iterdir()) == []  # no partial download left behind
 
