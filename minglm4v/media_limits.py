@@ -36,13 +36,15 @@ def check_picture(width: int, height: int, what: str, error: type[Exception]) ->
                     "of it anyway)")
 
 
-def check_clip(frames: int, width: int, height: int, what: str, error: type[Exception]) -> None:
+def check_clip(frames: int, width: int, height: int, what: str, error: type[Exception],
+               advice: str = "pass fewer or smaller frames, or the video file (its frames are resized as they are "
+                             "decoded)") -> None:
     """Refuse frames x H x W above MAX_CLIP_PIXELS (and any frame above MAX_DECODE_PIXELS) before they are stacked."""
     check_picture(width, height, f"a frame of {what}", error)
     if frames * width * height > MAX_CLIP_PIXELS:
         raise error(f"{what}: {frames} frames of {width}x{height} are {frames * width * height:,} pixels, more than "
-                    f"minglm4v holds for one clip ({MAX_CLIP_PIXELS:,}, 600 frames of 1920x1080); pass fewer or "
-                    "smaller frames, or the video file (its frames are resized as they are decoded)")
+                    f"minglm4v holds for one clip at full size ({MAX_CLIP_PIXELS:,}, 600 frames of 1920x1080); "
+                    f"{advice}")
 
 
 def _whole(value, what: str, error: type[Exception]) -> int:

@@ -138,7 +138,8 @@ def load_video(source, *, fps: float | None = None, allow_download: bool = False
             info = probe(path, shown)
             idx = sample_indices(info.total_frames, info.fps, sample_fps=sample_fps, max_duration=max_duration)
             if size is None:  # full-size frames are held at once: the clip limit applies
-                check_clip(len(idx), info.width, info.height, f"video {shown}", VideoError)
+                check_clip(len(idx), info.width, info.height, f"video {shown}", VideoError,
+                           "pass size=(h, w) to resize each frame as it is decoded, or use preprocess_videos")
             return SampledVideo(read_frames(path, idx, size, shown), idx, info.fps, info.total_frames)
     if isinstance(source, (list, tuple, np.ndarray, torch.Tensor)):
         if fps is None:

@@ -497,3 +497,13 @@ BAD_VIDEO_SOURCES = {
 def test_bad_video_sources(case):
     fn, needle = BAD_VIDEO_SOURCES[case]
     expect(fn, needle, error=VideoError)
+
+
+def test_full_size_frames_of_a_file_meet_the_clip_limit(monkeypatch, data_dir):
+    from minglm4v import media_limits
+
+    monkeypatch.setattr(media_limits, "MAX_CLIP_PIXELS", 12 * 192 * 144 - 1)  # one pixel short of shapes.mp4's sample
+    clip = data_dir / "shapes.mp4"
+    expect(lambda: V.load_video(clip), "12 frames of 192x144", "size=(h, w)", error=VideoError)
+    assert V.load_video(clip, size=(56, 84)).frames.shape == (12, 56, 84, 3)  # resized as decoded: never held
+    assert V.preprocess_videos([clip]).video_grid_thw.tolist() == [[6, 10, 14]]
