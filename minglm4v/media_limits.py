@@ -9,7 +9,9 @@ An image file, a PIL image, an array, a tensor, a list of frames, a video file a
   1920x1080, the 2-fps sample of a five-minute Full-HD clip (3.7 GB as uint8). Frames decoded from a file are
   resized one by one as they are decoded and never meet this limit; frames handed over in memory do.
 * `MAX_GRID_PATCHES` for one row (t, h, w) of `image_grid_thw` / `video_grid_thw`: 2^20 patches, which is
-  262 144 LLM tokens after the 2x2 merge, four times the 65 536-token context of GLM-4.1V.
+  262 144 LLM tokens after the 2x2 merge, four times the 65 536-token context of GLM-4.1V. The preprocessors check
+  the grid they are about to make (pixel budgets come from preprocessor files, which may be hostile) before they
+  allocate its pixels, and `MAX_BATCH_PATCHES` for all rows of one call.
 
 Shape legend: t h w the patch grid, H W a picture's height and width in pixels.
 """
@@ -24,6 +26,7 @@ import torch
 MAX_DECODE_PIXELS = 2 * 89_478_485  # PIL's decompression-bomb limit: larger pictures are refused before decoding
 MAX_CLIP_PIXELS = 600 * 1920 * 1080  # kept frames x H x W of one clip held at full size in memory
 MAX_GRID_PATCHES = 1 << 20  # t*h*w of one grid row: 262 144 tokens after the 2x2 merge
+MAX_BATCH_PATCHES = 1 << 22  # rows of one pixel_values tensor (all images or videos of a call): 19.7 GB as float32
 
 
 def check_picture(width: int, height: int, what: str, error: type[Exception]) -> None:
@@ -86,3 +89,16 @@ def check_grid(grid, what: str, error: type[Exception], merge_size: int | None =
             raise error(f"{what} row {[t, h, w]}: h and w must be multiples of the merge size {merge_size}")
         out.append((t, h, w))
     return out
+
+
+def check_patches(grid: tuple[int, int, int], total: int, what: str, error: type[Exception]) -> None:
+    """Before allocating the pixels of `grid` (t, h, w patches), with `total` rows in the call so far including it:
+    refuse a grid above MAX_GRID_PATCHES or a call above MAX_BATCH_PATCHES."""
+    t, h, w = grid
+    if t * h * w > MAX_GRID_PATCHES:
+        raise error(f"{what} would be resized to a grid of {[t, h, w]} = {t * h * w:,} patches, more than minglm4v "
+                    f"makes for one input ({MAX_GRID_PATCHES:,}); lower the pixel budget (min_pixels / max_pixels, "
+                    "'size' in the preprocessor config)")
+    if total > MAX_BATCH_PATCHES:
+        raise error(f"{what}: this call needs {total:,} patch rows of pixel values, more than minglm4v makes at once "
+                    f"({MAX_BATCH_PATCHES:,}); send fewer or smaller inputs per call")

@@ -37,7 +37,7 @@ from PIL import Image, ImageOps
 
 from .errors import ImageError
 from .media_files import local_file, open_regular
-from .media_limits import MAX_DECODE_PIXELS, check_grid, check_picture
+from .media_limits import MAX_DECODE_PIXELS, check_grid, check_patches, check_picture
 from .rgb import ImageLike, check_array_image, to_rgb_image
 
 IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIP mean, per RGB channel
@@ -45,6 +45,7 @@ IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)  # CLIP std
 MIN_PIXELS = 12544  # 112 * 112: preprocessor_config.json "shortest_edge" (a pixel count, not an edge)
 MAX_PIXELS = 9633792  # 14*14*2*2*2*6144: preprocessor_config.json "longest_edge"
 MAX_ASPECT_RATIO = 200
+
 
 # ---------------------------------------------------------------------- sizes
 
@@ -261,6 +262,8 @@ def preprocess(images: ImageLike | Sequence[ImageLike], *, min_pixels: int = MIN
                           temporal_factor=temporal_patch_size, min_pixels=min_pixels, max_pixels=max_pixels)
              for im in images]  # the resized (h, w) of each image, from its size alone
     rows_per_image = [h * w // patch_size**2 for h, w in sizes]
+    for k, (h, w) in enumerate(sizes):  # before the one big allocation
+        check_patches((1, h // patch_size, w // patch_size), sum(rows_per_image), f"image {k}", ImageError)
     pixel_values = np.empty((sum(rows_per_image), 3 * temporal_patch_size * patch_size**2), np.float32)  # (N, 1176)
     lut = normalize_lut(mean, std)
     start = 0

@@ -40,7 +40,7 @@ from PIL import Image
 
 from .errors import VideoError
 from .media_files import local_file
-from .media_limits import check_clip, check_grid
+from .media_limits import check_clip, check_grid, check_patches
 from .patchify import IMAGE_MEAN, IMAGE_STD, patchify, smart_resize
 from .rgb import to_rgb_array
 from .video_io import probe, read_frames, resize_frames
@@ -251,12 +251,21 @@ def preprocess_videos(videos, *, sample_fps: float = SAMPLE_FPS, max_duration: f
     size_kw = dict(min_pixels=min_pixels, max_pixels=max_pixels, patch_size=patch_size,
                    temporal_patch_size=temporal_patch_size, merge_size=merge_size)
     rows, grids, indices, stamps = [], [], [], []
-    for v in videos:
+    total = 0  # patch rows so far
+
+    def budget(k: int, frames: int, h: int, w: int) -> None:  # before the frames of video k are allocated
+        nonlocal total
+        grid = (-(-frames // temporal_patch_size), h // patch_size, w // patch_size)
+        total += grid[0] * grid[1] * grid[2]
+        check_patches(grid, total, f"video {k}", VideoError)
+
+    for k, v in enumerate(videos):
         if isinstance(v, (str, os.PathLike)):
             with local_file(v, "video", VideoError, allow_download) as (path, shown):
                 info = probe(path, shown)
                 idx = sample_indices(info.total_frames, info.fps, sample_fps=sample_fps, max_duration=max_duration)
                 h, w = video_size(len(idx), info.height, info.width, **size_kw)
+                budget(k, len(idx), h, w)
                 small = torch.from_numpy(read_frames(path, idx, (h, w), shown)).permute(0, 3, 1, 2)  # (T, 3, h, w)
             fps = info.fps
         elif isinstance(v, SampledVideo):
@@ -267,6 +276,7 @@ def preprocess_videos(videos, *, sample_fps: float = SAMPLE_FPS, max_duration: f
                 raise VideoError("a SampledVideo needs frames (T, H, W, 3) uint8 with one index per frame; make it "
                                  "with video.load_video or video.from_frames")
             h, w = video_size(len(idx), f.shape[1], f.shape[2], **size_kw)
+            budget(k, len(idx), h, w)
             small = resize_frames(f, h, w)
         else:
             raise VideoError(f"a video must be a path, a file:// URL or a SampledVideo (video.load_video(frames, "

@@ -507,3 +507,19 @@ def test_full_size_frames_of_a_file_meet_the_clip_limit(monkeypatch, data_dir):
     expect(lambda: V.load_video(clip), "12 frames of 192x144", "size=(h, w)", error=VideoError)
     assert V.load_video(clip, size=(56, 84)).frames.shape == (12, 56, 84, 3)  # resized as decoded: never held
     assert V.preprocess_videos([clip]).video_grid_thw.tolist() == [[6, 10, 14]]
+
+
+def test_hostile_pixel_budgets_are_refused_before_allocation(monkeypatch):
+    """A preprocessor file may ask for any budget: the grid it would make is checked before its pixels exist."""
+    from minglm4v import media_limits
+
+    tiny = np.zeros((30, 30, 3), np.uint8)
+    expect(lambda: preprocess(tiny, min_pixels=10**12, max_pixels=10**12), "image 0", "lower the pixel budget",
+           error=ImageError)
+    frames = V.load_video(np.zeros((4, 30, 30, 3), np.uint8), fps=2)
+    expect(lambda: V.preprocess_videos([frames], min_pixels=10**12, max_pixels=10**12), "video 0",
+           "lower the pixel budget", error=VideoError)
+    monkeypatch.setattr(media_limits, "MAX_BATCH_PATCHES", 2 * 36)  # two 84x84 images: 36 patches each
+    assert preprocess([tiny, tiny])[0].shape == (72, 1176)
+    expect(lambda: preprocess([tiny] * 3), "108 patch rows", error=ImageError)
+    expect(lambda: V.preprocess_videos([frames] * 3), "video 2", "patch rows", error=VideoError)
