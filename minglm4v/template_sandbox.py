@@ -117,20 +117,17 @@ class _Watch:
         self.deadline = time.monotonic() + time_limit
         self.time_limit = time_limit
         self.peak0 = _peak_rss()
-        self.lines = 0
 
     def __call__(self, frame, event, arg):
         if event == "call" and frame.f_code.co_filename == "<template>":
             return self.local
         return None
 
-    def local(self, frame, event, arg):
-        self.lines += 1
-        if self.lines % 256 == 0:
-            if time.monotonic() > self.deadline:
-                raise _Stop(f"rendering took longer than {self.time_limit:g} s")
-            if _peak_rss() - self.peak0 > MAX_MEMORY_BYTES:
-                raise _Stop(f"rendering grew memory by more than {MAX_MEMORY_BYTES >> 20} MiB")
+    def local(self, frame, event, arg):  # every line: a clock read and a getrusage call, ~1 us together
+        if time.monotonic() > self.deadline:
+            raise _Stop(f"rendering took longer than {self.time_limit:g} s")
+        if _peak_rss() - self.peak0 > MAX_MEMORY_BYTES:
+            raise _Stop(f"rendering grew memory by more than {MAX_MEMORY_BYTES >> 20} MiB")
         return self.local
 
 
