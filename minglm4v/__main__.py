@@ -68,7 +68,8 @@ def answer_questions(folder: Path, image_path: Path, questions) -> None:
         inputs = processor.apply_chat_template([{"role": "user", "content": [
             {"type": "image", "image": str(image_path)}, {"type": "text", "text": q}]}])
         out = model.generate(**inputs, max_new_tokens=8)
-        print(f"  {q:55s} -> {processor.decode(out[0, inputs['input_ids'].shape[1]:]).strip()}")
+        answer = processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        print(f"  {q:55s} -> {answer}")
 
 
 def generate(args) -> int:

@@ -258,7 +258,8 @@ def test_batch_decode_needs_a_batch(tiny_processor_dir):
     ({}, "needs text="),
     ({"text": 5}, "a string or a non-empty list of strings"),
     ({"text": []}, "a string or a non-empty list of strings"),
-    ({"text": "no placeholder", "images": [noise_photo(40, 40, 0)]}, "0 <|image|> and 0 <|video|> placeholders but 1 images"),
+    ({"text": "no placeholder", "images": [noise_photo(40, 40, 0)]},
+     "0 <|image|> and 0 <|video|> placeholders but 1 images"),
     ({"text": "x", "truncation": True}, "truncation=True is not supported"),
     ({"text": "x", "add_generation_prompt": True}, "unknown keyword argument(s) 'add_generation_prompt'"),
 ])
