@@ -34,7 +34,7 @@ def setup(tiny_checkpoint, tiny_processor_dir):
 
 def hf_generate(hf, inputs, **kw):
     extra = {"mm_token_type_ids": mm_types(inputs["input_ids"])} if "pixel_values" in inputs else {}
-    return hf.generate(**inputs, **extra, max_new_tokens=NEW, do_sample=False, **kw)
+    return hf.generate(**{**inputs, **extra}, max_new_tokens=NEW, do_sample=False, **kw)
 
 
 CASES = {

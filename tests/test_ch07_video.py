@@ -330,7 +330,7 @@ def test_logits_match_transformers(model_pair, tiny_processor_dir, data_dir, cas
     inputs = proc.apply_chat_template(convs)
     types_ = hf_ids(tiny_processor_dir, convs, inputs, clips)["mm_token_type_ids"]
     got = ours(**inputs)
-    want = hf(**inputs, mm_token_type_ids=types_).logits
+    want = hf(**{**inputs, "mm_token_type_ids": types_}).logits
     mask = inputs["attention_mask"].bool()
     MEASURED[case] = oracle.assert_close(got[mask], want[mask], atol=ATOL, what=f"{case} logits")
 
@@ -345,7 +345,7 @@ def test_greedy_tokens_match_transformers(model_pair, tiny_processor_dir, data_d
     types_ = hf_ids(tiny_processor_dir, convs, inputs, clips)["mm_token_type_ids"]
     kw = dict(max_new_tokens=NEW, eos_token_id=[999], pad_token_id=0)  # a stop id that never wins: all 12 compared
     got = ours.generate(**inputs, **kw)
-    want = hf.generate(**inputs, mm_token_type_ids=types_, do_sample=False, **kw)
+    want = hf.generate(**{**inputs, "mm_token_type_ids": types_}, do_sample=False, **kw)
     assert got.tolist() == want.tolist()
     assert got.shape[1] == inputs["input_ids"].shape[1] + NEW
 
