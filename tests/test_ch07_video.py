@@ -276,7 +276,8 @@ def test_ids_match_transformers(tiny_processor_dir, data_dir, case):
     ref = hf_ids(tiny_processor_dir, convs, ours, clips)
     assert ours["input_ids"].tolist() == ref["input_ids"].tolist()
     assert ours["attention_mask"].tolist() == ref["attention_mask"].tolist()
-    assert set(ours) == {"input_ids", "attention_mask", "pixel_values_videos", "video_grid_thw"}
+    assert ours["mm_token_type_ids"].tolist() == ref["mm_token_type_ids"].tolist()  # 2 on every frame placeholder
+    assert set(ours) == {"input_ids", "attention_mask", "mm_token_type_ids", "pixel_values_videos", "video_grid_thw"}
     n = int(ours["video_grid_thw"].prod(-1).sum()) // 4
     assert int((ours["input_ids"] == proc.image_token_id).sum()) == n  # frames use the IMAGE id
     assert int((ours["input_ids"] == proc.video_token_id).sum()) == 0  # <|video|> never reaches the model
@@ -479,4 +480,4 @@ def test_images_and_videos_together_are_refused(tiny_processor_dir, data_dir):
 def test_placeholder_count_must_match_videos(tiny_processor_dir):
     proc = load_processor(tiny_processor_dir)
     with pytest.raises(ProcessorError, match="2 <\\|video\\|> placeholders but 1 videos"):
-        proc.apply_chat_template(ask(frames_item(CLIP_A), question="and <|video|> again"))
+        proc.apply_chat_template(ask(frames_item(CLIP_A), question="and <|video|> again"), special_tokens_in_text=True)
