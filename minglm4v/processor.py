@@ -20,8 +20,6 @@ Shapes: B conversations, L longest prompt, N patch rows, n images.
 
 from __future__ import annotations
 
-import tempfile
-from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -168,15 +166,11 @@ class Processor:
             items = [item for msg in conv if isinstance(msg["content"], (list, tuple)) for item in msg["content"]]
             images.append([item for item in items if chat.item_kind(item) == "image"])
             videos.append([item for item in items if chat.item_kind(item) == "video"])
-        with ExitStack() as stack:
-            folder = Path(stack.enter_context(tempfile.TemporaryDirectory())) if opts.allow_download else None
-            flat_images = [image_from(chat.media_source(it), opts.allow_download, folder) for ims in images
-                           for it in ims]
-            c = self.video_config
-            flat_videos = [video_from(chat.media_source(it), it.get("fps"), opts.allow_download, folder,
-                                      c.fps, c.max_duration) for vids in videos for it in vids]
-            rows = [self._ids(chat.split_marked(t)) for t in texts]
-            out = self._inputs(rows, flat_images, flat_videos, opts)
+        c = self.video_config
+        flat_images = [image_from(chat.media_source(it), opts.allow_download) for ims in images for it in ims]
+        flat_videos = [video_from(chat.media_source(it), it.get("fps"), c.fps, c.max_duration) for vids in videos
+                       for it in vids]
+        out = self._inputs([self._ids(chat.split_marked(t)) for t in texts], flat_images, flat_videos, opts)
         return out if opts.return_dict else out["input_ids"]
 
     def __call__(self, text=None, images=None, videos=None, **kwargs) -> BatchFeature:
@@ -192,16 +186,12 @@ class Processor:
         if not texts or not all(isinstance(t, str) for t in texts):
             raise ProcessorError(f"processor(text=...) takes a string or a non-empty list of strings, got "
                                  f"{type(text).__name__}")
-        with ExitStack() as stack:
-            folder = Path(stack.enter_context(tempfile.TemporaryDirectory())) if opts.allow_download else None
-            flat_images = [image_from(im, opts.allow_download, folder) for im in _flatten(images)]
-            c = self.video_config
-            flat_videos = [video_from(v.get("video", v.get("path")), v.get("fps"), opts.allow_download, folder,
-                                      c.fps, c.max_duration) if isinstance(v, dict)
-                           else video_from(v, None, opts.allow_download, folder, c.fps, c.max_duration)
-                           for v in ([] if videos is None else list(videos) if isinstance(videos, list)
-                                     else [videos])]
-            return self._inputs([self.tokenizer.encode(t) for t in texts], flat_images, flat_videos, opts)
+        c = self.video_config
+        flat_images = [image_from(im, opts.allow_download) for im in _flatten(images)]
+        flat_videos = [video_from(v.get("video", v.get("path")), v.get("fps"), c.fps, c.max_duration)
+                       if isinstance(v, dict) else video_from(v, None, c.fps, c.max_duration)
+                       for v in ([] if videos is None else list(videos) if isinstance(videos, list) else [videos])]
+        return self._inputs([self.tokenizer.encode(t) for t in texts], flat_images, flat_videos, opts)
 
     def _ids(self, pieces: list[tuple[str, bool]]) -> list[int]:
         """Token ids of a marked prompt: the format's own text with special tokens, typed ones as plain text."""
@@ -223,7 +213,7 @@ class Processor:
             counts = num_image_tokens(out["image_grid_thw"], c.merge_size).tolist()
         blocks: list[list[int]] = []
         if videos:
-            v = self.preprocess_videos(videos)
+            v = self.preprocess_videos(videos, allow_download=opts.allow_download)
             out["pixel_values_videos"], out["video_grid_thw"] = v.pixel_values_videos, v.video_grid_thw
             blocks = [self._video_ids(g, ts) for g, ts in zip(v.video_grid_thw.tolist(), v.timestamps)]
         expanded, i_start, v_start = [], 0, 0
@@ -243,14 +233,14 @@ class Processor:
 
     # ------------------------------------------------------------------ video
 
-    def preprocess_videos(self, videos) -> V.VideoInputs:
-        """File paths / `video.SampledVideo`s -> `video.VideoInputs` with this processor's video settings (the
-        pixels and grids, plus each video's frame indices and per-temporal-patch timestamps)."""
+    def preprocess_videos(self, videos, allow_download: bool = False) -> V.VideoInputs:
+        """File paths / URLs / `video.SampledVideo`s -> `video.VideoInputs` with this processor's video settings
+        (the pixels and grids, plus each video's frame indices and per-temporal-patch timestamps)."""
         c = self.video_config
         return V.preprocess_videos(videos, sample_fps=c.fps, max_duration=c.max_duration, min_pixels=c.min_pixels,
                                    max_pixels=c.max_pixels, patch_size=c.patch_size,
                                    temporal_patch_size=c.temporal_patch_size, merge_size=c.merge_size,
-                                   mean=c.image_mean, std=c.image_std)
+                                   mean=c.image_mean, std=c.image_std, allow_download=allow_download)
 
     def _video_ids(self, grid: list[int], timestamps: list[float]) -> list[int]:
         """The ids that replace one <|video|>: per temporal patch, an image block and its whole seconds as text

@@ -281,10 +281,3 @@ def test_bad_media_items(tiny_processor_dir, item, error, needle):
     message = expect(lambda: proc.apply_chat_template(user(item, text("?"))), MinGlmError, needle)
     assert message
 
-
-def test_download_refuses_other_schemes(tmp_path):
-    from minglm4v.errors import ImageError
-    from minglm4v.message_media import download
-
-    expect(lambda: download("ftp://example.com/x.png", tmp_path, "image", ImageError), ImageError,
-           "only http:// and https://")
