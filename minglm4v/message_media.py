@@ -37,7 +37,7 @@ def video_from(value, fps=None, sample_fps: float = V.SAMPLE_FPS, max_duration: 
     decoded) or a `video.SampledVideo` (frames given with their fps)."""
     if not isinstance(value, (str, os.PathLike, list, tuple, np.ndarray, torch.Tensor, V.SampledVideo)):
         raise VideoError(f"a video item holds a {type(value).__name__}; give a file path or file:// URL, a list of "
-                         "frames (or a (T, H, W, 3) uint8 array or tensor) with 'fps', or a minglm4v.video.SampledVideo")
+                         "frames (or a (T, H, W, 3) uint8 array or tensor) with 'fps', or a video.SampledVideo")
     if isinstance(value, (str, os.PathLike)):
         if fps is not None:
             raise VideoError("a video file carries its own frame rate; 'fps' is only for a video given as frames")
