@@ -34,6 +34,7 @@ from .patchify import num_image_tokens, preprocess
 from .paths import local_path
 from .processor_config import ImageProcessorConfig, VideoProcessorConfig, read_chat_template, write_settings
 from .processor_options import CALL_KEYWORDS, CHAT_KEYWORDS, Options, parse
+from .prompt_ids import expand_placeholders, left_pad, token_types
 from .tokenizer import Tokenizer
 
 KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values", "image_grid_thw", "pixel_values_videos",
@@ -250,50 +251,14 @@ class Processor:
     # ------------------------------------------------------------------ placeholders and padding
 
     def _expand(self, ids: list[int], counts: list[int], videos: list[list[int]], which: int) -> list[int]:
-        """Repeat the k-th <|image|> id counts[k] times; replace the k-th <|video|> id by videos[k]."""
-        slots = [j for j, t in enumerate(ids) if t == self.image_token_id]
-        vslots = [j for j, t in enumerate(ids) if t == self.video_token_id]
-        if len(slots) != len(counts):
-            raise ProcessorError(f"conversation {which}: the prompt has {len(slots)} <|image|> placeholders but "
-                                 f"{len(counts)} images were given; every image needs exactly one image item "
-                                 "(and no literal '<|image|>' in the text)")
-        if len(vslots) != len(videos):
-            raise ProcessorError(f"conversation {which}: the prompt has {len(vslots)} <|video|> placeholders but "
-                                 f"{len(videos)} videos were given; every video needs exactly one video item "
-                                 "(and no literal '<|video|>' in the text)")
-        fill = dict(zip(slots, ([self.image_token_id] * n for n in counts)))
-        fill.update(zip(vslots, videos))
-        out, prev = [], 0
-        for j in sorted(fill):
-            out += ids[prev:j] + fill[j]
-            prev = j + 1
-        return out + ids[prev:]
+        return expand_placeholders(ids, self.image_token_id, self.video_token_id, counts, videos, which)
 
     def mm_token_type_ids(self, ids: list[int]) -> list[int]:
-        """Per token: 1 for an image's placeholder, 2 for a video frame's (an <|image|> between <|begin_of_video|>
-        and <|end_of_video|>), 0 for everything else (transformers' `create_mm_token_type_ids`)."""
-        out, depth = [], 0
-        for t in ids:
-            depth += (t == self.video_start_id) - (t == self.video_end_id)
-            out.append((2 if depth > 0 else 1) if t == self.image_token_id else 0)
-        return out
+        """Per token: 1 image placeholder, 2 video-frame placeholder, 0 anything else (prompt_ids.token_types)."""
+        return token_types(ids, self.image_token_id, self.video_start_id, self.video_end_id)
 
     def _pad(self, rows: list[list[int]], opts: Options) -> dict:
-        if not rows or min(len(r) for r in rows) == 0:
-            raise ProcessorError("a prompt has no tokens; give some text")
-        L = max(len(r) for r in rows)
-        if not opts.padding and len({len(r) for r in rows}) > 1 and opts.return_tensors is not None:
-            raise ProcessorError(f"the prompts have different lengths ({sorted({len(r) for r in rows})}) and "
-                                 "padding=False; pass padding=True, or return_tensors=None for lists")
-        pad = [L - len(r) if opts.padding else 0 for r in rows]
-        ids = [[self.pad_token_id] * p + r for p, r in zip(pad, rows)]
-        text = {"input_ids": ids, "attention_mask": [[0] * p + [1] * len(r) for p, r in zip(pad, rows)],
-                "mm_token_type_ids": [[0] * p + self.mm_token_type_ids(r) for p, r in zip(pad, rows)]}
-        if opts.return_tensors == "pt":
-            return {k: torch.tensor(v, dtype=torch.long) for k, v in text.items()}  # (B, L) each
-        if opts.return_tensors == "np":
-            return {k: np.array(v, dtype=np.int64) for k, v in text.items()}
-        return text
+        return left_pad(rows, self.pad_token_id, self.mm_token_type_ids, opts.padding, opts.return_tensors)
 
 
 def _is_batch(conversation) -> bool:
