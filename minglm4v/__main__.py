@@ -68,8 +68,7 @@ def answer_questions(folder: Path, image_path: Path, questions) -> None:
         inputs = processor.apply_chat_template([{"role": "user", "content": [
             {"type": "image", "image": str(image_path)}, {"type": "text", "text": q}]}])
         out = model.generate(**inputs, max_new_tokens=8)
-        answer = processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
-        print(f"  {q:55s} -> {answer}")
+        print(f"  {q:55s} -> {processor.decode(out[0, inputs['input_ids'].shape[1]:]).strip()}")
 
 
 def generate(args) -> int:
