@@ -296,7 +296,9 @@ def batch(processor, items: Sequence[Example | Sequence[Example]], with_answers:
     for b, (r, t) in enumerate(zip(rows, targets)):
         ids[b, L - len(r):], mask[b, L - len(r):] = torch.tensor(r), 1
         labels[b, L - len(r):] = torch.tensor(t)
-    return {**inputs, "input_ids": ids, "attention_mask": mask, "labels": labels}
+    rebuilt = {"input_ids": ids, "attention_mask": mask, "labels": labels}  # the rows grew: recount the types
+    types = torch.tensor([[0] * (L - len(r)) + processor.mm_token_type_ids(r) for r in rows], dtype=torch.long)
+    return {**inputs, **rebuilt, "mm_token_type_ids": types}
 
 
 # ---------------------------------------------------------------------- answering

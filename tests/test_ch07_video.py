@@ -277,7 +277,8 @@ def test_ids_match_transformers(tiny_processor_dir, data_dir, case):
     ref = hf_ids(tiny_processor_dir, convs, ours, clips)
     assert ours["input_ids"].tolist() == ref["input_ids"].tolist()
     assert ours["attention_mask"].tolist() == ref["attention_mask"].tolist()
-    assert set(ours) == {"input_ids", "attention_mask", "pixel_values_videos", "video_grid_thw"}
+    assert ours["mm_token_type_ids"].tolist() == ref["mm_token_type_ids"].tolist()  # 2 on every frame placeholder
+    assert set(ours) == {"input_ids", "attention_mask", "mm_token_type_ids", "pixel_values_videos", "video_grid_thw"}
     n = int(ours["video_grid_thw"].prod(-1).sum()) // 4
     assert int((ours["input_ids"] == proc.image_token_id).sum()) == n  # frames use the IMAGE id
     assert int((ours["input_ids"] == proc.video_token_id).sum()) == 0  # <|video|> never reaches the model
@@ -332,7 +333,7 @@ def test_logits_match_transformers(model_pair, tiny_processor_dir, data_dir, cas
     inputs = proc.apply_chat_template(convs)
     types_ = hf_ids(tiny_processor_dir, convs, inputs, clips)["mm_token_type_ids"]
     got = ours(**inputs)
-    want = hf(**inputs, mm_token_type_ids=types_).logits
+    want = hf(**{**inputs, "mm_token_type_ids": types_}).logits
     mask = inputs["attention_mask"].bool()
     MEASURED[case] = oracle.assert_close(got[mask], want[mask], atol=ATOL, what=f"{case} logits")
 
@@ -347,7 +348,7 @@ def test_greedy_tokens_match_transformers(model_pair, tiny_processor_dir, data_d
     types_ = hf_ids(tiny_processor_dir, convs, inputs, clips)["mm_token_type_ids"]
     kw = dict(max_new_tokens=NEW, eos_token_id=[999], pad_token_id=0)  # a stop id that never wins: all 12 compared
     got = ours.generate(**inputs, **kw)
-    want = hf.generate(**inputs, mm_token_type_ids=types_, do_sample=False, **kw)
+    want = hf.generate(**{**inputs, "mm_token_type_ids": types_}, do_sample=False, **kw)
     assert got.tolist() == want.tolist()
     assert got.shape[1] == inputs["input_ids"].shape[1] + NEW
 
@@ -481,4 +482,4 @@ def test_images_and_videos_together_are_refused(tiny_processor_dir, data_dir):
 def test_placeholder_count_must_match_videos(tiny_processor_dir):
     proc = load_processor(tiny_processor_dir)
     with pytest.raises(ProcessorError, match="2 <\\|video\\|> placeholders but 1 videos"):
-        proc.apply_chat_template(ask(frames_item(CLIP_A), question="and <|video|> again"))
+        proc.apply_chat_template(ask(frames_item(CLIP_A), question="and <|video|> again"), special_tokens_in_text=True)
