@@ -19,6 +19,8 @@ The classes, all defined here, by where they are raised:
     DeviceError             a device that is not there (e.g. "cuda" without a GPU)            (weights.py)
     TaskError               TinyVQA requests it cannot serve                                  (tinyvqa.py)
     CliError                command-line arguments that cannot be used                        (__main__.py)
+    AdapterError            LoRA settings, targets and adapter folders                        (lora.py)
+    DatasetError            fine-tuning data: a JSONL line that is not a usable conversation  (finetune.py)
 """
 
 
@@ -84,3 +86,11 @@ class VisionInputError(InputError):
 
 class CliError(MinGlmError, ValueError):
     """A command-line argument that cannot be used."""
+
+
+class AdapterError(MinGlmError, ValueError):
+    """LoRA settings that make no sense, or an adapter folder that does not fit the model."""
+
+
+class DatasetError(MinGlmError, ValueError):
+    """A fine-tuning data file, or one of its lines, that cannot be used (the message names the line)."""

@@ -1,0 +1,320 @@
+"""Chapter 11: LoRA and QLoRA (minglm4v/lora.py) and fine-tuning (minglm4v/finetune.py).
+
+The oracle is transformers' Glm4vForConditionalGeneration with peft (both test-only): adapters minglm4v writes load
+with `peft.PeftModel.from_pretrained` and give the same logits (float32, 1e-4), adapters peft writes load into
+minglm4v, and a merged checkpoint written by `minglm4v.save` loads in transformers unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+
+import oracle
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from test_ch03_mrope import Prompt
+from torch import nn
+
+import minglm4v
+from minglm4v import lora
+from minglm4v.config import tiny
+from minglm4v.errors import AdapterError
+from minglm4v.lora import LoraConfig, LoraLinear
+
+# transformers 5 deprecates a name that peft 0.21 still calls; nothing to do with the code under test
+pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+ATOL = 1e-4  # float32 logits, as chapter 04
+ALL = LoraConfig(r=4, alpha=8.0, vision=True, merger=True)  # every target kind
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    """(folder, ours, oracle): a seeded random transformers model and minglm4v's load of its save_pretrained."""
+    folder = tmp_path_factory.mktemp("lora_base")
+    hf = oracle.save_oracle(tiny(), folder, seed=3)
+    return folder, minglm4v.load(folder), hf
+
+
+def image_prompt(seed=5):
+    grids = [[1, 4, 6]]
+    ids, types = Prompt(seed=seed).text(5).image(grids[0]).text(4).tensors()
+    g = torch.Generator().manual_seed(seed)
+    pv = torch.randn(24, tiny().vision_config.patch_dim, generator=g)
+    return {"input_ids": ids, "pixel_values": pv, "image_grid_thw": torch.tensor(grids)}, types
+
+
+def randomise_b(model, seed=11, scale=0.2):
+    """A trained-looking adapter: B drawn at random (a fresh adapter has B = 0 and changes nothing)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in lora.lora_layers(model).values():
+            layer.lora_B.weight.copy_(torch.randn(layer.lora_B.weight.shape, generator=g) * scale)
+
+
+def fresh(folder, config=ALL, seed=0):
+    model = minglm4v.load(folder)
+    lora.add_lora(model, config, seed=seed)
+    randomise_b(model)
+    return model
+
+
+@torch.no_grad()
+def test_targets_and_trainable_fraction(pair):
+    folder, _, _ = pair
+    model = minglm4v.load(folder)
+    base_total = lora.parameter_counts(model)[1]
+    paths = lora.add_lora(model, LoraConfig(r=4))
+    layers = tiny().text_config.num_hidden_layers
+    assert len(paths) == 6 * layers and all(p.startswith("model.language_model.layers.") for p in paths)
+    trainable, total = lora.parameter_counts(model)
+    t = tiny().text_config
+    per_layer = sum(4 * (i + o) for i, o in [(t.hidden_size, t.num_attention_heads * t.head_dim)] * 2
+                    + [(t.hidden_size, t.num_key_value_heads * t.head_dim)] * 2
+                    + [(t.hidden_size, 2 * t.intermediate_size), (t.intermediate_size, t.hidden_size)])
+    assert trainable == per_layer * layers == total - base_total  # the adapter trains, the base is frozen
+    assert sum(p.numel() for p in lora.trainable(model)) == trainable
+    vision = minglm4v.load(folder)
+    assert len(lora.add_lora(vision, ALL)) == 6 * layers + 5 * tiny().vision_config.depth + 4
+
+
+@torch.no_grad()
+def test_fresh_adapter_changes_nothing_and_forward_is_the_formula(pair):
+    folder, ours, _ = pair
+    inputs, _ = image_prompt()
+    model = minglm4v.load(folder)
+    lora.add_lora(model, ALL)
+    assert torch.equal(model(**inputs), ours(**inputs))  # B = 0
+    randomise_b(model)
+    layer = model.language_model.layers[0].self_attn.q_proj
+    x = torch.randn(3, 7, layer.in_features, generator=torch.Generator().manual_seed(0))
+    want = layer.base(x) + (x @ layer.lora_A.weight.T @ layer.lora_B.weight.T) * (8.0 / 4)
+    oracle.assert_close(layer(x), want, atol=1e-6, what="LoRA forward")
+    assert not torch.allclose(model(**inputs), ours(**inputs), atol=1e-2)  # the adapter does something
+
+
+@torch.no_grad()
+def test_merge_and_unmerge_are_exact(pair):
+    folder, _, _ = pair
+    inputs, _ = image_prompt()
+    model = fresh(folder)
+    before = {n: p.clone() for n, p in model.state_dict().items()}
+    with_adapter = model(**inputs)
+    lora.merge(model)
+    oracle.assert_close(model(**inputs), with_adapter, atol=1e-5, what="merged logits")
+    with pytest.raises(AdapterError, match="already merged"):
+        lora.merge(model)
+    lora.unmerge(model)
+    for n, p in model.state_dict().items():
+        oracle.assert_close(p, before[n], atol=1e-6, what=f"{n} after unmerge")
+    oracle.assert_close(model(**inputs), with_adapter, atol=1e-5, what="unmerged logits")
+    with pytest.raises(AdapterError, match="not merged"):
+        lora.unmerge(model)
+
+
+def test_peft_loads_our_adapter_with_equal_logits(pair, tmp_path):
+    from peft import PeftModel
+
+    folder, _, _ = pair
+    model = fresh(folder)
+    files = lora.save_adapter(model, tmp_path / "adapter")
+    assert sorted(f.name for f in files) == ["adapter_config.json", "adapter_model.safetensors"]
+    keys = set(load_file(tmp_path / "adapter" / "adapter_model.safetensors"))
+    assert "base_model.model.model.language_model.layers.0.mlp.gate_up_proj.lora_A.weight" in keys
+    assert "base_model.model.model.visual.merger.proj.lora_B.weight" in keys
+    hf = oracle.build_oracle(tiny(), seed=3)
+    inputs, types = image_prompt()
+    with torch.no_grad():
+        base = hf(**inputs, mm_token_type_ids=types).logits
+    peft_model = PeftModel.from_pretrained(hf, tmp_path / "adapter").eval()
+    with torch.no_grad():
+        want = peft_model(**inputs, mm_token_type_ids=types).logits
+        oracle.assert_close(model(**inputs), want, atol=ATOL, what="ours+adapter vs peft")
+    assert not torch.allclose(want, base, atol=1e-2)  # the adapter really changed the oracle's logits
+    # every adapted layer is a LoRA layer on the peft side too (nothing silently left out)
+    peft_layers = {n.removeprefix("base_model.model.") for n, m in peft_model.named_modules()
+                   if hasattr(m, "lora_A") and len(getattr(m, "lora_A", {})) == 1}
+    assert peft_layers == set(lora.lora_layers(model))
+
+
+def test_we_load_peft_adapter_with_equal_logits(pair, tmp_path):
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    folder, _, _ = pair
+    hf = oracle.build_oracle(tiny(), seed=3)
+    cfg = PeftLoraConfig(r=3, lora_alpha=5, target_modules=["q_proj", "v_proj", "down_proj", "qkv"])
+    peft_model = get_peft_model(hf, cfg)
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for n, p in peft_model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    peft_model.save_pretrained(tmp_path / "from_peft")
+    ours = minglm4v.load(folder)
+    paths = lora.load_adapter(ours, tmp_path / "from_peft")
+    assert any(p.startswith("model.visual.merger") for p in paths)  # PEFT's suffix rule: merger.down_proj too
+    assert any(p.endswith("attn.qkv") for p in paths)
+    inputs, types = image_prompt(seed=8)
+    with torch.no_grad():
+        oracle.assert_close(ours(**inputs), peft_model.eval()(**inputs, mm_token_type_ids=types).logits,
+                            atol=ATOL, what="ours+peft adapter vs peft")
+
+
+@torch.no_grad()
+def test_merged_checkpoint_loads_in_transformers(pair, tmp_path):
+    import transformers
+
+    folder, _, _ = pair
+    model = fresh(folder)
+    inputs, types = image_prompt()
+    with_adapter = model(**inputs)
+    lora.merge_and_unload(model)
+    assert not lora.lora_layers(model)
+    minglm4v.save(model, tmp_path / "merged")
+    assert set(load_file(tmp_path / "merged" / "model.safetensors")) == set(load_file(folder / "model.safetensors"))
+    hf = transformers.Glm4vForConditionalGeneration.from_pretrained(tmp_path / "merged").eval()
+    oracle.assert_close(hf(**inputs, mm_token_type_ids=types).logits, with_adapter, atol=ATOL, what="merged in HF")
+    oracle.assert_close(minglm4v.load(tmp_path / "merged")(**inputs), with_adapter, atol=1e-5, what="merged, ours")
+
+
+class Int8Rows(nn.Module):
+    """A stand-in quantized layer: int8 codes per output row and float scales, no float weight; it has exactly
+    what LoraLinear asks of a base (forward, in_features, out_features) plus dequantize() for merging."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        w = linear.weight.detach()
+        scale = w.abs().amax(1, keepdim=True).clamp(min=1e-8) / 127
+        self.register_buffer("codes", torch.round(w / scale).to(torch.int8))
+        self.register_buffer("scale", scale)
+        self.bias = linear.bias
+
+    def dequantize(self, dtype=None):
+        return self.codes.float() * self.scale
+
+    def forward(self, x):
+        return nn.functional.linear(x, self.dequantize(), self.bias)
+
+
+def test_qlora_trains_only_the_adapter_and_merges_by_dequantizing(pair):
+    folder, _, _ = pair
+    model = minglm4v.load(folder)
+    for layer in model.language_model.layers:  # quantize every decoder projection
+        for parent, name in ((layer.self_attn, "q_proj"), (layer.self_attn, "k_proj"), (layer.self_attn, "v_proj"),
+                             (layer.self_attn, "o_proj"), (layer.mlp, "gate_up_proj"), (layer.mlp, "down_proj")):
+            setattr(parent, name, Int8Rows(getattr(parent, name)))
+    paths = lora.add_lora(model, LoraConfig(r=4, alpha=8.0))
+    assert all(isinstance(model.get_submodule(p).base, Int8Rows) for p in paths)
+    with pytest.raises(AdapterError, match="quantized base"):
+        lora.merge(model)
+    params = lora.trainable(model)
+    frozen = {n: t.clone() for n, t in model.state_dict().items() if "lora_" not in n}
+    opt = torch.optim.AdamW(params, lr=1e-2)
+    inputs, _ = image_prompt()
+    target = torch.randint(0, tiny().text_config.vocab_size, inputs["input_ids"].shape,
+                           generator=torch.Generator().manual_seed(1))
+    losses = []
+    for _ in range(8):
+        loss = nn.functional.cross_entropy(model(**inputs).flatten(0, 1), target.flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.05
+    for n, t in model.state_dict().items():
+        if "lora_" not in n:
+            assert torch.equal(t, frozen[n]), f"{n} changed: the base must stay frozen"
+    with torch.no_grad():
+        trained = model(**inputs)
+        lora.merge_and_unload(model)
+        assert isinstance(model.language_model.layers[0].self_attn.q_proj, nn.Linear)
+        oracle.assert_close(model(**inputs), trained, atol=1e-4, what="merged QLoRA")
+
+
+def test_bf16_base_keeps_a_float32_adapter(pair):
+    folder, _, _ = pair
+    model = minglm4v.load(folder, dtype=torch.bfloat16)
+    lora.add_lora(model, LoraConfig(r=2))
+    layer = model.language_model.layers[0].mlp.down_proj
+    assert layer.base.weight.dtype == torch.bfloat16 and layer.lora_A.weight.dtype == torch.float32
+    inputs, _ = image_prompt()
+    assert model(**inputs).dtype == torch.bfloat16
+
+
+def test_bad_settings_are_refused(pair):
+    folder, _, _ = pair
+    for kwargs, what in (({"r": 0}, "rank"), ({"alpha": -1.0}, "alpha"), ({"dropout": 1.0}, "dropout"),
+                         ({"targets": ("q_proj", "lm_head")}, "lm_head"), ({"targets": "q_proj"}, "targets")):
+        with pytest.raises(AdapterError, match=what):
+            LoraConfig(**kwargs)
+    with pytest.raises(AdapterError, match="no layer"):
+        lora.add_lora(minglm4v.load(folder), LoraConfig(targets=()))
+    model = minglm4v.load(folder)
+    with pytest.raises(AdapterError, match="no LoRA layers"):
+        lora.merge(model)
+    lora.add_lora(model, LoraConfig(r=2))
+    with pytest.raises(AdapterError, match="already has LoRA"):
+        lora.add_lora(model, LoraConfig(r=2))
+    with pytest.raises(AdapterError, match="in_features"):
+        LoraLinear(nn.ReLU(), 2, 4.0)
+
+
+def test_bad_adapter_folders_are_refused(pair, tmp_path):
+    folder, _, _ = pair
+    good = tmp_path / "good"
+    lora.save_adapter(fresh(folder, LoraConfig(r=2)), good)
+
+    def broken(name, edit_config=None, edit_tensors=None):
+        out = tmp_path / name
+        out.mkdir()
+        cfg = json.loads((good / "adapter_config.json").read_text())
+        if edit_config:
+            edit_config(cfg)
+        (out / "adapter_config.json").write_text(json.dumps(cfg))
+        tensors = load_file(good / "adapter_model.safetensors")
+        if edit_tensors:
+            edit_tensors(tensors)
+        save_file(tensors, out / "adapter_model.safetensors")
+        return out
+
+    key = "base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight"
+    cases = {
+        "dora": (broken("dora", lambda c: c.update(use_dora=True)), "use_dora"),
+        "ia3": (broken("ia3", lambda c: c.update(peft_type="IA3")), "peft_type"),
+        "rank": (broken("rank", lambda c: c.update(r=3)), "shape"),
+        "r_str": (broken("r_str", lambda c: c.update(r="2")), "'r' must be int"),
+        "unknown": (broken("unknown", None, lambda t: t.update({key.replace("layers.0", "layers.9"): t[key].clone()})),
+                    "1 unknown"),
+        "missing": (broken("missing", None, lambda t: t.pop(key)), "1 missing"),
+        "modules_to_save": (broken("mts", lambda c: c.update(modules_to_save=["lm_head"])), "modules_to_save"),
+    }
+    for name, (path, match) in cases.items():
+        with pytest.raises(AdapterError, match=match):
+            lora.load_adapter(minglm4v.load(folder), path)
+    with pytest.raises(AdapterError, match="not found"):
+        lora.load_adapter(minglm4v.load(folder), tmp_path / "nowhere")
+    with pytest.raises(AdapterError, match="URL"):
+        lora.load_adapter(minglm4v.load(folder), "https://example.com/adapter")
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "adapter_config.json").write_text((good / "adapter_config.json").read_text())
+    (tmp_path / "damaged" / "adapter_model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
+    with pytest.raises(AdapterError, match="safetensors"):
+        lora.load_adapter(minglm4v.load(folder), tmp_path / "damaged")
+    merged = fresh(folder, LoraConfig(r=2))
+    lora.merge(merged)
+    with pytest.raises(AdapterError, match="unmerge"):
+        lora.save_adapter(merged, tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+
+
+def test_round_trip_of_our_own_files(pair, tmp_path):
+    folder, _, _ = pair
+    model = fresh(folder, LoraConfig(r=3, alpha=6.0, rslora=True, merger=True))
+    lora.save_adapter(model, tmp_path / "a")
+    again = minglm4v.load(folder)
+    assert lora.load_adapter(again, tmp_path / "a") == list(lora.lora_layers(model))
+    inputs, _ = image_prompt()
+    with torch.no_grad():
+        assert torch.equal(again(**inputs), model(**inputs))
