@@ -318,3 +318,133 @@ def test_round_trip_of_our_own_files(pair, tmp_path):
     inputs, _ = image_prompt()
     with torch.no_grad():
         assert torch.equal(again(**inputs), model(**inputs))
+
+
+# ---------------------------------------------------------------------------------------------- finetune.py
+
+def _scene_files(folder, n=6, seed=0):
+    """n TinyVQA questions with their scenes saved as PNG files in `folder`; JSONL lines with relative paths."""
+    from minglm4v import tinyvqa as T
+
+    lines = []
+    for i, e in enumerate(T.examples(seed, n)):
+        e.image.save(folder / f"s{i}.png")
+        conv = e.conversation(with_answer=True)
+        conv[0]["content"][0] = {"type": "image", "image": f"s{i}.png"}
+        lines.append(json.dumps({"messages": conv}))
+    return lines
+
+
+def test_labels_cover_the_answers_only_and_agree_with_tinyvqa():
+    from minglm4v import finetune as FT
+    from minglm4v import tinyvqa as T
+
+    _, processor = T.load()
+    exs = T.examples(3, 4)
+    convs = [e.conversation(with_answer=True) for e in exs[:3]] + [T.dialogue(exs[3:] + exs[:2])]
+    ours = FT.batch(processor, convs)
+    theirs = T.batch(processor, [exs[0], exs[1], exs[2]] + [[exs[3], exs[0], exs[1]]])  # chapter 08's labelling
+    assert torch.equal(ours["labels"], theirs["labels"]) and torch.equal(ours["input_ids"], theirs["input_ids"])
+    tok = processor.tokenizer
+    for b, e in enumerate(exs[:3]):
+        labelled = ours["labels"][b][ours["labels"][b] != -100].tolist()
+        assert labelled == tok.encode(e.answer) + [tok.token_to_id("<|user|>")]
+    assert (ours["labels"][3] != -100).sum() == sum(len(tok.encode(e.answer)) + 1 for e in (exs[3], exs[0], exs[1]))
+
+
+def test_malformed_lines_name_their_line_and_the_problem(tmp_path):
+    from minglm4v import finetune as FT
+    from minglm4v.errors import DatasetError
+
+    good = _scene_files(tmp_path, 3)
+    user = {"role": "user", "content": [{"type": "image", "image": "s0.png"}, {"type": "text", "text": "Hi?"}]}
+    cases = {
+        "{not json": "not valid JSON",
+        "[1, 2]": "JSON object with a 'messages' list",
+        json.dumps({"conversation": []}): "without messages",
+        json.dumps({"messages": [{"role": "robot", "content": "x"}]}): "role 'robot'",
+        json.dumps({"messages": [user]}): "no assistant turn",
+        json.dumps({"messages": [{"role": "assistant", "content": "red"}, user]}): "starts with the assistant",
+        json.dumps({"messages": [user, {"role": "assistant", "content": "  "}]}): "non-empty text",
+        json.dumps({"messages": [{**user, "content": [{"type": "image", "image": "gone.png"}]},
+                                 {"role": "assistant", "content": "red"}]}): "gone.png.*no such file",
+        json.dumps({"messages": [{**user, "content": [{"type": "image", "image": "https://x.org/a.png"}]},
+                                 {"role": "assistant", "content": "red"}]}): "URL",
+        "": "empty line",
+    }
+    for k, (bad, problem) in enumerate(cases.items()):
+        path = tmp_path / f"bad{k}.jsonl"
+        path.write_text("\n".join(good[:2] + [bad] + good[2:]) + "\n")
+        with pytest.raises(DatasetError, match=f"line 3: .*{problem}"):
+            FT.read_jsonl(path)
+    ok = tmp_path / "ok.jsonl"
+    ok.write_text("\n".join(good) + "\n")
+    convs = FT.read_jsonl(ok)
+    assert len(convs) == 3 and convs[0][0]["content"][0]["image"] == str(tmp_path / "s0.png")
+    with pytest.raises(DatasetError, match="not found"):
+        FT.read_jsonl(tmp_path / "nowhere.jsonl")
+
+
+def test_split_is_seeded_and_disjoint():
+    from minglm4v import finetune as FT
+    from minglm4v.errors import DatasetError
+
+    items = list(range(50))
+    train, held = FT.split(items, 0.1, seed=4)
+    assert (len(train), len(held)) == (45, 5) and sorted(train + held) == items
+    assert FT.split(items, 0.1, seed=4) == (train, held) and FT.split(items, 0.1, seed=5) != (train, held)
+    assert FT.split(items, 0.0) == (FT.split(items, 0.0)[0], []) and len(FT.split(items[:3], 0.01)[1]) == 1
+    with pytest.raises(DatasetError, match="held-out fraction"):
+        FT.split(items, 1.0)
+
+
+def test_cli_writes_adapters_and_checkpoints_and_leaves_the_base_alone(tmp_path, capsys):
+    from minglm4v import finetune as FT
+    from minglm4v import tinyvqa as T
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n".join(_scene_files(tmp_path, 8)) + "\n")
+    out = tmp_path / "adapter"
+    args = ["--model", str(T.CHECKPOINT), "--data", str(data), "--out", str(out), "--steps", "3",
+            "--batch-size", "2", "--checkpoint-every", "2", "--rank", "2", "--held-out", "0.25"]
+    assert FT.main(args) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""  # progress only on a terminal
+    assert "trained 13,824 of" in captured.out and "held-out" in captured.out
+    assert {p.name for p in out.iterdir()} == {"adapter_config.json", "adapter_model.safetensors",
+                                               "training_log.json", "checkpoint-2"}
+    log = json.loads((out / "training_log.json").read_text())
+    assert len(log["loss"]) == 3 and log["train_conversations"] == 6 and log["held_out_conversations"] == 2
+    assert [s for s, _ in log["held_out_loss"]] == [2, 3]
+    model = minglm4v.load(T.CHECKPOINT)
+    base = {n: t.clone() for n, t in model.state_dict().items()}
+    lora.load_adapter(model, out)
+    lora.merge_and_unload(model)
+    changed = [n for n, t in model.state_dict().items() if not torch.equal(t, base[n])]
+    assert changed and all(n.split(".")[-2] in lora.TEXT_TARGETS for n in changed)
+    assert FT.main(args) == 2  # never overwrites an adapter
+    assert "already holds an adapter" in capsys.readouterr().err
+    data.write_text(data.read_text() + '{"messages": []}\n')
+    assert FT.main(args[:5] + [str(tmp_path / "other")] + args[6:]) == 2
+    assert "line 9:" in capsys.readouterr().err
+
+
+def test_progress_line_on_a_terminal_only():
+    import io
+
+    from minglm4v.finetune import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty, pipe = Tty(), io.StringIO()
+    for stream, quiet in ((tty, False), (pipe, False)):
+        p = Progress(10, quiet=quiet, stream=stream)
+        p.update(4, 0.5)
+        p.close()
+    assert pipe.getvalue() == ""
+    assert tty.getvalue().startswith("\rstep 5/10  loss 0.5000") and "ETA" in tty.getvalue()
+    quiet = Tty()
+    Progress(10, quiet=True, stream=quiet).update(1, 0.1)
+    assert quiet.getvalue() == ""
