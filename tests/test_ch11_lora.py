@@ -1,4 +1,5 @@
-"""Chapter 11: LoRA and QLoRA (minglm4v/lora.py) and fine-tuning (minglm4v/finetune.py).
+"""Chapter 11: LoRA and QLoRA (minglm4v/lora.py), PEFT-format adapter folders (adapters.py) and
+fine-tuning (finetune.py, finetune_data.py).
 
 The oracle is transformers' Glm4vForConditionalGeneration with peft (both test-only): adapters minglm4v writes load
 with `peft.PeftModel.from_pretrained` and give the same logits (float32, 1e-4), adapters peft writes load into
@@ -17,7 +18,7 @@ from test_ch03_mrope import Prompt
 from torch import nn
 
 import minglm4v
-from minglm4v import lora
+from minglm4v import adapters, lora
 from minglm4v.config import tiny
 from minglm4v.errors import AdapterError
 from minglm4v.lora import LoraConfig, LoraLinear
@@ -117,7 +118,7 @@ def test_peft_loads_our_adapter_with_equal_logits(pair, tmp_path):
 
     folder, _, _ = pair
     model = fresh(folder)
-    files = lora.save_adapter(model, tmp_path / "adapter")
+    files = adapters.save_adapter(model, tmp_path / "adapter")
     assert sorted(f.name for f in files) == ["adapter_config.json", "adapter_model.safetensors"]
     keys = set(load_file(tmp_path / "adapter" / "adapter_model.safetensors"))
     assert "base_model.model.model.language_model.layers.0.mlp.gate_up_proj.lora_A.weight" in keys
@@ -152,7 +153,7 @@ def test_we_load_peft_adapter_with_equal_logits(pair, tmp_path):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.2)
     peft_model.save_pretrained(tmp_path / "from_peft")
     ours = minglm4v.load(folder)
-    paths = lora.load_adapter(ours, tmp_path / "from_peft")
+    paths = adapters.load_adapter(ours, tmp_path / "from_peft")
     assert any(p.startswith("model.visual.merger") for p in paths)  # PEFT's suffix rule: merger.down_proj too
     assert any(p.endswith("attn.qkv") for p in paths)
     inputs, types = image_prompt(seed=8)
@@ -264,7 +265,7 @@ def test_bad_settings_are_refused(pair):
 def test_bad_adapter_folders_are_refused(pair, tmp_path):
     folder, _, _ = pair
     good = tmp_path / "good"
-    lora.save_adapter(fresh(folder, LoraConfig(r=2)), good)
+    adapters.save_adapter(fresh(folder, LoraConfig(r=2)), good)
 
     def broken(name, edit_config=None, edit_tensors=None):
         out = tmp_path / name
@@ -292,29 +293,29 @@ def test_bad_adapter_folders_are_refused(pair, tmp_path):
     }
     for name, (path, match) in cases.items():
         with pytest.raises(AdapterError, match=match):
-            lora.load_adapter(minglm4v.load(folder), path)
+            adapters.load_adapter(minglm4v.load(folder), path)
     with pytest.raises(AdapterError, match="not found"):
-        lora.load_adapter(minglm4v.load(folder), tmp_path / "nowhere")
+        adapters.load_adapter(minglm4v.load(folder), tmp_path / "nowhere")
     with pytest.raises(AdapterError, match="URL"):
-        lora.load_adapter(minglm4v.load(folder), "https://example.com/adapter")
+        adapters.load_adapter(minglm4v.load(folder), "https://example.com/adapter")
     (tmp_path / "damaged").mkdir()
     (tmp_path / "damaged" / "adapter_config.json").write_text((good / "adapter_config.json").read_text())
     (tmp_path / "damaged" / "adapter_model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
     with pytest.raises(AdapterError, match="safetensors"):
-        lora.load_adapter(minglm4v.load(folder), tmp_path / "damaged")
+        adapters.load_adapter(minglm4v.load(folder), tmp_path / "damaged")
     merged = fresh(folder, LoraConfig(r=2))
     lora.merge(merged)
     with pytest.raises(AdapterError, match="unmerge"):
-        lora.save_adapter(merged, tmp_path / "never")
+        adapters.save_adapter(merged, tmp_path / "never")
     assert not (tmp_path / "never").exists()
 
 
 def test_round_trip_of_our_own_files(pair, tmp_path):
     folder, _, _ = pair
     model = fresh(folder, LoraConfig(r=3, alpha=6.0, rslora=True, merger=True))
-    lora.save_adapter(model, tmp_path / "a")
+    adapters.save_adapter(model, tmp_path / "a")
     again = minglm4v.load(folder)
-    assert lora.load_adapter(again, tmp_path / "a") == list(lora.lora_layers(model))
+    assert adapters.load_adapter(again, tmp_path / "a") == list(lora.lora_layers(model))
     inputs, _ = image_prompt()
     with torch.no_grad():
         assert torch.equal(again(**inputs), model(**inputs))
@@ -336,13 +337,13 @@ def _scene_files(folder, n=6, seed=0):
 
 
 def test_labels_cover_the_answers_only_and_agree_with_tinyvqa():
-    from minglm4v import finetune as FT
+    from minglm4v import finetune_data as FD
     from minglm4v import tinyvqa as T
 
     _, processor = T.load()
     exs = T.examples(3, 4)
     convs = [e.conversation(with_answer=True) for e in exs[:3]] + [T.dialogue(exs[3:] + exs[:2])]
-    ours = FT.batch(processor, convs)
+    ours = FD.batch(processor, convs)
     theirs = T.batch(processor, [exs[0], exs[1], exs[2]] + [[exs[3], exs[0], exs[1]]])  # chapter 08's labelling
     assert torch.equal(ours["labels"], theirs["labels"]) and torch.equal(ours["input_ids"], theirs["input_ids"])
     tok = processor.tokenizer
@@ -353,7 +354,7 @@ def test_labels_cover_the_answers_only_and_agree_with_tinyvqa():
 
 
 def test_malformed_lines_name_their_line_and_the_problem(tmp_path):
-    from minglm4v import finetune as FT
+    from minglm4v import finetune_data as FD
     from minglm4v.errors import DatasetError
 
     good = _scene_files(tmp_path, 3)
@@ -376,26 +377,26 @@ def test_malformed_lines_name_their_line_and_the_problem(tmp_path):
         path = tmp_path / f"bad{k}.jsonl"
         path.write_text("\n".join(good[:2] + [bad] + good[2:]) + "\n")
         with pytest.raises(DatasetError, match=f"line 3: .*{problem}"):
-            FT.read_jsonl(path)
+            FD.read_jsonl(path)
     ok = tmp_path / "ok.jsonl"
     ok.write_text("\n".join(good) + "\n")
-    convs = FT.read_jsonl(ok)
+    convs = FD.read_jsonl(ok)
     assert len(convs) == 3 and convs[0][0]["content"][0]["image"] == str(tmp_path / "s0.png")
     with pytest.raises(DatasetError, match="not found"):
-        FT.read_jsonl(tmp_path / "nowhere.jsonl")
+        FD.read_jsonl(tmp_path / "nowhere.jsonl")
 
 
 def test_split_is_seeded_and_disjoint():
-    from minglm4v import finetune as FT
+    from minglm4v import finetune_data as FD
     from minglm4v.errors import DatasetError
 
     items = list(range(50))
-    train, held = FT.split(items, 0.1, seed=4)
+    train, held = FD.split(items, 0.1, seed=4)
     assert (len(train), len(held)) == (45, 5) and sorted(train + held) == items
-    assert FT.split(items, 0.1, seed=4) == (train, held) and FT.split(items, 0.1, seed=5) != (train, held)
-    assert FT.split(items, 0.0) == (FT.split(items, 0.0)[0], []) and len(FT.split(items[:3], 0.01)[1]) == 1
+    assert FD.split(items, 0.1, seed=4) == (train, held) and FD.split(items, 0.1, seed=5) != (train, held)
+    assert FD.split(items, 0.0) == (FD.split(items, 0.0)[0], []) and len(FD.split(items[:3], 0.01)[1]) == 1
     with pytest.raises(DatasetError, match="held-out fraction"):
-        FT.split(items, 1.0)
+        FD.split(items, 1.0)
 
 
 def test_cli_writes_adapters_and_checkpoints_and_leaves_the_base_alone(tmp_path, capsys):
@@ -418,7 +419,7 @@ def test_cli_writes_adapters_and_checkpoints_and_leaves_the_base_alone(tmp_path,
     assert [s for s, _ in log["held_out_loss"]] == [2, 3]
     model = minglm4v.load(T.CHECKPOINT)
     base = {n: t.clone() for n, t in model.state_dict().items()}
-    lora.load_adapter(model, out)
+    adapters.load_adapter(model, out)
     lora.merge_and_unload(model)
     changed = [n for n, t in model.state_dict().items() if not torch.equal(t, base[n])]
     assert changed and all(n.split(".")[-2] in lora.TEXT_TARGETS for n in changed)
@@ -448,3 +449,25 @@ def test_progress_line_on_a_terminal_only():
     quiet = Tty()
     Progress(10, quiet=True, stream=quiet).update(1, 0.1)
     assert quiet.getvalue() == ""
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(pair):
+    from minglm4v import finetune as FT
+
+    folder, _, _ = pair
+    inputs, _ = image_prompt()
+    inputs["labels"] = torch.roll(inputs["input_ids"], -1, 1)
+    grads = []
+    for checkpointed in (False, True):
+        model = fresh(folder, LoraConfig(r=2))
+        if checkpointed:
+            assert FT.checkpoint_layers(model) == tiny().text_config.num_hidden_layers
+        loss = FT.loss_of(model, inputs)
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in lora.trainable(model)]))
+        with torch.no_grad():  # generation (a cache) goes around the checkpoint
+            gen = {k: v for k, v in inputs.items() if k != "labels"}
+            assert model.generate(**gen, max_new_tokens=2, do_sample=False).shape[1] == 17 + 2
+    assert torch.equal(grads[0][0], grads[1][0])
+    for a, b in zip(grads[0][1], grads[1][1]):
+        oracle.assert_close(b, a, atol=1e-7, what="gradient with checkpointing")
