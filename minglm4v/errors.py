@@ -19,6 +19,7 @@ The classes, all defined here, by where they are raised:
     DeviceError             a device that is not there (e.g. "cuda" without a GPU)            (weights.py)
     TaskError               TinyVQA requests it cannot serve                                  (tinyvqa.py)
     CliError                command-line arguments that cannot be used                        (__main__.py)
+    QuantError              quantization schemes, group sizes or widths that cannot be used   (quant*.py)
 """
 
 
@@ -84,3 +85,7 @@ class VisionInputError(InputError):
 
 class CliError(MinGlmError, ValueError):
     """A command-line argument that cannot be used."""
+
+
+class QuantError(MinGlmError, ValueError):
+    """A quantization scheme, group size or layer width that cannot be used."""
