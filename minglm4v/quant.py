@@ -33,8 +33,15 @@ from torch import nn
 
 from .errors import QuantError
 from .quant_kernels import int4_layout, int4_mm, int8_fast, pack_int4, scales_and_zeros, unpack_int4
-from .quant_math import (check_scheme, dequantize_int4, dequantize_int8, pack_nibbles, quantize_int4,
-                         quantize_int8, unpack_nibbles)
+from .quant_math import (
+    check_scheme,
+    dequantize_int4,
+    dequantize_int8,
+    pack_nibbles,
+    quantize_int4,
+    quantize_int8,
+    unpack_nibbles,
+)
 
 FORMAT = "minglm4v"  # quantization_config["quant_method"]
 FAST_MAX_ROWS = 16  # the packed kernels are matrix-vector kernels: beyond this many rows (a prefill), dequantizing
