@@ -53,7 +53,8 @@ else:
     model = load_quantized(folder, scheme, 128, quantize_vision=bool(vision))
 t1 = time.perf_counter()
 with torch.no_grad():  # touch every 4 KiB page of every weight
-    total = sum(float(t.detach().reshape(-1)[::2048].float().sum()) for t in list(model.parameters()) + list(model.buffers()))
+    tensors = list(model.parameters()) + list(model.buffers())
+    total = sum(float(t.detach().reshape(-1)[::2048].float().sum()) for t in tensors)
 print(before, t1 - t0, status("VmHWM"), model_bytes(model))
 """
 

@@ -24,7 +24,6 @@
 
 # %%
 import re
-import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
