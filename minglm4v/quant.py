@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import QuantError
-from .quant_kernels import int4_layout, int4_mm, int8_fast, pack_int4, scales_and_zeros, unpack_int4
+from .quant_kernels import int4_layout, int4_mm, int8_mm, pack_int4, scales_and_zeros, unpack_int4
 from .quant_math import (
     check_scheme,
     dequantize_int4,
@@ -154,8 +154,8 @@ class QuantLinear(nn.Module):
         rows = x.numel() // self.in_features
         if not self.fast or rows > FAST_MAX_ROWS or x.dtype != self.dtype or x.device != self.qweight.device:
             return self.reference(x)
-        if self.scheme == "int8" and int8_fast(x.device):
-            y = torch._weight_int8pack_mm(x.reshape(-1, self.in_features), self.qweight, self.scales)
+        if self.scheme == "int8":
+            y = int8_mm(x.reshape(-1, self.in_features), self.qweight, self.scales)
         elif self.scheme == "int4" and self.layout != "rows":
             y = int4_mm(x.reshape(-1, self.in_features), self.qweight, self.layout, self.group_size, self._sz)
         else:

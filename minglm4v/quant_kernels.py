@@ -5,8 +5,10 @@
                 torch._weight_int4pack_mm_for_cpu(x (M, K), packed, G, sz)          = x @ (s (q - 8) + z)^T
     int4, CUDA: torch._convert_weight_to_int4pack(bytes uint8 (N, K/2), tiles)     (even column in the high nibble)
                 torch._weight_int4pack_mm(x bf16 (M, K), packed, G, sz)            ("tinygemm")
-where sz (K/G, N, 2) holds s in [..., 0] and z in [..., 1], in x's dtype. Anything else (int8 on a GPU, int4 with
-N not a multiple of 64, ...) runs QuantLinear's reference path (dequantize, then F.linear).
+    int8, elsewhere (a GPU): (x @ q^T) * s, the scale of a row factored out of its dot product; eager PyTorch
+                converts q to x's dtype for the matmul, torch.compile fuses that conversion into the matmul
+where sz (K/G, N, 2) holds s in [..., 0] and z in [..., 1], in x's dtype. Anything else (int4 with N not a multiple
+of 64, int4 on a GPU in float32, ...) runs QuantLinear's reference path (dequantize, then F.linear).
 
 The packed int4 layouts are the kernels' business and differ by device. To write a checkpoint (or run the reference
 path) the codes are read back: on the CPU by the inverse of the tiling the kernel uses for N a multiple of 64
@@ -22,6 +24,7 @@ Shapes: M rows of x, N output features, K input features, G group size.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 _CPU_TILING_OK: bool | None = None  # does the CPU kernel pack as cpu_tile_pack does? (probed once)
 
@@ -29,6 +32,18 @@ _CPU_TILING_OK: bool | None = None  # does the CPU kernel pack as cpu_tile_pack 
 def int8_fast(device: torch.device) -> bool:
     """Whether the device has PyTorch's int8 weight-only kernel."""
     return device.type == "cpu"
+
+
+def int8_mm(x: torch.Tensor, q: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """x (M, K) -> (M, N) = x @ (s q)^T, by the device's int8 kernel or with the scale factored out."""
+    if int8_fast(x.device):
+        return torch._weight_int8pack_mm(x, q, s)
+    return int8_mm_factored(x, q, s)
+
+
+def int8_mm_factored(x: torch.Tensor, q: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """x @ (s q)^T as (x @ q^T) * s: row n's scale multiplies its dot product once, not each of its K weights."""
+    return F.linear(x, q.to(x.dtype)) * s  # |q| <= 127: exact in bf16 and fp16
 
 
 def int4_layout(device: torch.device, dtype: torch.dtype, N: int, K: int) -> str | None:

@@ -22,7 +22,7 @@ from minglm4v.fast import decode_step, generate_static
 from minglm4v.generation import generate
 from minglm4v.processor import load_processor
 from minglm4v.quant import QuantLinear, model_bytes, prepare, quantization_config, quantize_model
-from minglm4v.quant_kernels import cpu_tile_pack, cpu_tile_unpack, int4_layout
+from minglm4v.quant_kernels import cpu_tile_pack, cpu_tile_unpack, int4_layout, int8_mm_factored
 from minglm4v.quant_load import load_quantized, save_quantized
 from minglm4v.quant_math import (
     dequantize_int4,
@@ -279,6 +279,15 @@ def test_int4_int8_error_on_a_9b_width_layer():
         err[scheme, G] = ((QuantLinear.from_linear(lin, scheme, G)(x).float() - y).norm() / y.norm()).item()
     assert err["int8", 128] < 0.01
     assert err["int4", 32] < err["int4", 64] < err["int4", 128] < 0.12, err
+
+
+def test_int8_without_a_kernel_factors_the_scale_out():
+    """The GPU's int8 path, (x q^T) * s, run here on the CPU against the reference."""
+    q = QuantLinear.from_linear(_layer(256, 64, torch.bfloat16, bias=False), "int8")
+    x = torch.randn(3, 256, generator=gen(10)).to(torch.bfloat16)
+    got, ref = int8_mm_factored(x, q.qweight, q.scales).float(), q.reference(x).float()
+    assert got.shape == (3, 64)
+    assert (got - ref).norm() / ref.norm() <= 4 * torch.finfo(torch.bfloat16).eps
 
 
 def test_int4_kernel_is_chosen_only_where_it_exists():
