@@ -29,6 +29,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.patches import Patch
 from torch import nn
 
 from minglm4v import glm41v_9b, tinyvqa, weights
@@ -79,24 +80,27 @@ print(f"activations, one 1080p image: vision block {act_vision / GB:.2f} GB, pre
 machines = {"16 GB GPU": 16, "24 GB GPU": 24, "40 GB GPU": 40, "80 GB GPU": 80}
 laptops = {"16 GB laptop": 16, "24 GB laptop": 24, "32 GB laptop": 32}
 rows = [(fmt, ctx) for fmt in ("bf16", "int8", "int4") for ctx in (8192, 32768)]
-fig, ax = plt.subplots(figsize=(9, 3.6), dpi=100)
+colours = {"weights": "tab:blue", "KV cache": "tab:orange", "activations (1080p image)": "tab:green",
+           "runtime allowance": "tab:gray"}
+fig, ax = plt.subplots(figsize=(9, 3.8), dpi=100)
 for i, (fmt, ctx) in enumerate(rows):
     parts = [sizes[fmt], ctx * kv_token, act, RUNTIME]
     left = 0
-    for part, colour in zip(parts, ["tab:blue", "tab:orange", "tab:green", "tab:gray"]):
+    for part, colour in zip(parts, colours.values()):
         ax.barh(i, part / GB, left=left / GB, color=colour)
         left += part
     ax.text(left / GB + 0.5, i, f"{left / GB:.1f} GB", va="center", fontsize=8)
 for name, gb in machines.items():
     ax.axvline(gb, color="k", ls="--", lw=0.8)
-    ax.text(gb, len(rows) - 0.4, name, rotation=90, fontsize=7, ha="right", va="top")
+    ax.text(gb + 0.3, len(rows) + 0.45, name, fontsize=7)
 for name, gb in laptops.items():
     ax.axvline(gb, color="tab:red", ls=":", lw=1)
-    ax.text(gb, -0.6, name, rotation=90, fontsize=7, ha="right", va="bottom", color="tab:red")
+    ax.text(gb + 0.3, len(rows) - 0.15, name, fontsize=7, color="tab:red")
 ax.set_yticks(range(len(rows)), [f"{fmt}, {ctx // 1024}k tokens" for fmt, ctx in rows])
+ax.set_ylim(-0.6, len(rows) + 0.9)
 ax.set_xlabel("memory (GB)")
-ax.legend(["weights", "KV cache", "activations (1080p image)", "runtime allowance"], fontsize=7, loc="lower right")
-ax.set_title("GLM-4.1V-9B: what must fit, against GPUs (dashed) and unified-memory laptops (dotted)")
+ax.legend(handles=[Patch(color=c, label=k) for k, c in colours.items()], fontsize=7, loc="lower right")
+ax.set_title("GLM-4.1V-9B: what must fit, against GPUs (dashed) and unified-memory laptops (dotted)", fontsize=10)
 ax.set_xlim(0, 85)
 plt.tight_layout()
 plt.show()
@@ -237,8 +241,8 @@ for label in shapes:
     print(label + ": " + ", ".join(f"{s} {e * 100:.2f} %" for (lab, s), e in table.items() if lab == label))
 
 # %% [markdown]
-# int8 costs a fraction of a percent; int4 a few percent, less with smaller groups (which cost more scales:
-# 2 × 2 bytes per group).
+# int8 stays under 1 %; int4 is near 10 %, less with smaller groups (which cost more: a scale and a zero of
+# 2 bytes each per group).
 #
 # ## 5. Accuracy on held-out TinyVQA
 #
@@ -268,8 +272,8 @@ plt.show()
 # %% [markdown]
 # ## 6. Speed
 #
-# Decoding at batch 1 reads every decoder weight once per token, so it is bound by memory bandwidth and should
-# speed up by about the ratio of bytes. `benchmarks/bench_quant.py` measures it on a 200 M-parameter random model
+# Decoding at batch 1 reads every decoder weight once per token; where memory bandwidth is the limit, 2 or 4 times
+# fewer bytes mean 2 or 4 times more tokens/s. `benchmarks/bench_quant.py` measures it on a 200 M-parameter random model
 # with this machine's read bandwidth in the same run; the cell reads its last saved table.
 
 # %%
@@ -295,9 +299,10 @@ for r in rows:
     print(f"{r[0]:18s} {float(r[2]):7.1f} tokens/s, {r[1]:>4s} MB/token, {float(r[4]):.2f} x bandwidth")
 
 # %% [markdown]
-# On this machine's CPU the bf16 matmul is not faster than float32 (no bf16 matrix units), while the packed int8 /
-# int4 kernels read 2 or 4 times fewer bytes than bf16. The real 9B reads its 40 decoder layers and `lm_head` every
-# token; at the measured bandwidth that gives an upper bound on its decode speed on this kind of CPU:
+# In this table bf16 decodes no faster than fp32, and no path comes near the measured read bandwidth: on one
+# shared CPU core the arithmetic (for int4, unpacking the 4-bit codes), not the memory, sets the pace, so the
+# speed-ups follow the bytes only partly. The real 9B reads its 40 decoder layers and `lm_head` every token; the
+# measured bandwidth then gives an upper limit on its decode speed on this machine:
 
 # %%
 # NBVAL_IGNORE_OUTPUT
