@@ -98,14 +98,14 @@ def _load_float(model, folder, scheme, group_size, quantize_vision, dtype, devic
                 else:
                     weights._assign(model, name, tensor)
                 loaded[name] = path.name
-                n_params += math_prod(info["shape"])
+                n_params += _numel(info["shape"])
                 n_bytes += b - a
     _check_complete(model, folder, files, expected, loaded)
     model.load_report = weights.LoadReport(tuple(p.name for p in files), len(loaded), n_params, dtype, n_bytes)
     return model.eval()
 
 
-def math_prod(shape) -> int:
+def _numel(shape) -> int:
     n = 1
     for d in shape:
         n *= int(d)
