@@ -19,8 +19,9 @@ The classes, all defined here, by where they are raised:
     DeviceError             a device that is not there (e.g. "cuda" without a GPU)            (weights.py)
     TaskError               TinyVQA requests it cannot serve                                  (tinyvqa.py)
     CliError                command-line arguments that cannot be used                        (__main__.py)
-    AdapterError            LoRA settings, targets and adapter folders                        (lora.py)
-    DatasetError            fine-tuning data: a JSONL line that is not a usable conversation  (finetune.py)
+    QuantError              quantization schemes, group sizes or widths that cannot be used   (quant*.py)
+    AdapterError            LoRA settings, targets and adapter folders                        (lora.py, adapters.py)
+    DatasetError            fine-tuning data: a JSONL line that is not a usable conversation  (finetune_data.py)
 """
 
 
@@ -86,6 +87,10 @@ class VisionInputError(InputError):
 
 class CliError(MinGlmError, ValueError):
     """A command-line argument that cannot be used."""
+
+
+class QuantError(MinGlmError, ValueError):
+    """A quantization scheme, group size or layer width that cannot be used."""
 
 
 class AdapterError(MinGlmError, ValueError):
