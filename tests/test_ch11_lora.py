@@ -179,39 +179,23 @@ def test_merged_checkpoint_loads_in_transformers(pair, tmp_path):
     oracle.assert_close(minglm4v.load(tmp_path / "merged")(**inputs), with_adapter, atol=1e-5, what="merged, ours")
 
 
-class Int8Rows(nn.Module):
-    """A stand-in quantized layer: int8 codes per output row and float scales, no float weight; it has exactly
-    what LoraLinear asks of a base (forward, in_features, out_features) plus dequantize() for merging."""
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_qlora_trains_only_the_adapter_and_merges_by_dequantizing(pair, scheme):
+    """LoRA on quant.QuantLinear bases (chapter 10): the int8/int4 codes stay as they are, gradients flow through
+    them to the adapters of earlier layers, and merge_and_unload dequantizes before adding B A."""
+    from minglm4v.quant import QuantLinear, quantize_model
 
-    def __init__(self, linear: nn.Linear):
-        super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        w = linear.weight.detach()
-        scale = w.abs().amax(1, keepdim=True).clamp(min=1e-8) / 127
-        self.register_buffer("codes", torch.round(w / scale).to(torch.int8))
-        self.register_buffer("scale", scale)
-        self.bias = linear.bias
-
-    def dequantize(self, dtype=None):
-        return self.codes.float() * self.scale
-
-    def forward(self, x):
-        return nn.functional.linear(x, self.dequantize(), self.bias)
-
-
-def test_qlora_trains_only_the_adapter_and_merges_by_dequantizing(pair):
     folder, _, _ = pair
     model = minglm4v.load(folder)
-    for layer in model.language_model.layers:  # quantize every decoder projection
-        for parent, name in ((layer.self_attn, "q_proj"), (layer.self_attn, "k_proj"), (layer.self_attn, "v_proj"),
-                             (layer.self_attn, "o_proj"), (layer.mlp, "gate_up_proj"), (layer.mlp, "down_proj")):
-            setattr(parent, name, Int8Rows(getattr(parent, name)))
+    report = quantize_model(model, scheme, group_size=32)  # every decoder Linear and lm_head
+    assert len(report.layers) == 6 * tiny().text_config.num_hidden_layers + 1
     paths = lora.add_lora(model, LoraConfig(r=4, alpha=8.0))
-    assert all(isinstance(model.get_submodule(p).base, Int8Rows) for p in paths)
+    assert all(isinstance(model.get_submodule(p).base, QuantLinear) for p in paths)
     with pytest.raises(AdapterError, match="quantized base"):
         lora.merge(model)
     params = lora.trainable(model)
     frozen = {n: t.clone() for n, t in model.state_dict().items() if "lora_" not in n}
+    first_a = model.language_model.layers[0].self_attn.q_proj.lora_A.weight.detach().clone()
     opt = torch.optim.AdamW(params, lr=1e-2)
     inputs, _ = image_prompt()
     target = torch.randint(0, tiny().text_config.vocab_size, inputs["input_ids"].shape,
@@ -224,6 +208,7 @@ def test_qlora_trains_only_the_adapter_and_merges_by_dequantizing(pair):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] - 0.05
+    assert not torch.equal(model.language_model.layers[0].self_attn.q_proj.lora_A.weight, first_a)  # reached
     for n, t in model.state_dict().items():
         if "lora_" not in n:
             assert torch.equal(t, frozen[n]), f"{n} changed: the base must stay frozen"
