@@ -49,9 +49,12 @@ class LoraConfig:
             raise AdapterError(f"LoRA alpha must be a positive number, got {self.alpha!r}")
         if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
             raise AdapterError(f"LoRA dropout must be in [0, 1), got {self.dropout!r}")
+        if isinstance(self.targets, str):
+            raise AdapterError(f"targets must be a tuple of names, got the string {self.targets!r}; write "
+                               f"({self.targets!r},)")
         bad = [t for t in self.targets if t not in TEXT_TARGETS]
-        if bad or isinstance(self.targets, str):
-            raise AdapterError(f"unknown decoder targets {bad or self.targets!r}; choose from {TEXT_TARGETS} "
+        if bad:
+            raise AdapterError(f"unknown decoder targets {bad}; choose from {TEXT_TARGETS} "
                                "(vision=True and merger=True add the vision tower's layers)")
 
     @property

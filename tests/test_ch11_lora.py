@@ -456,3 +456,30 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(pair):
     assert torch.equal(grads[0][0], grads[1][0])
     for a, b in zip(grads[0][1], grads[1][1]):
         oracle.assert_close(b, a, atol=1e-7, what="gradient with checkpointing")
+
+
+@torch.no_grad()
+def test_shipped_adapter_in_peft_and_transformers_answers_like_ours():
+    """data/tiny-glm4v-lora on transformers' load of data/tiny-glm4v through peft: the same logits as minglm4v with
+    the adapter, on TinyVQA's new question forms; and the greedy answers are right."""
+    import sys
+
+    import transformers
+    from peft import PeftModel
+
+    from minglm4v import tinyvqa as T
+
+    sys.path.insert(0, str(T.CHECKPOINT.parent))
+    import make_lora_data as D  # data/make_lora_data.py
+
+    exs = D.held_out(seed=31, per_kind=4)
+    ours, processor = minglm4v.load(T.CHECKPOINT), T.load()[1]
+    adapters.load_adapter(ours, T.CHECKPOINT.parent / "tiny-glm4v-lora")
+    hf = transformers.Glm4vForConditionalGeneration.from_pretrained(T.CHECKPOINT).eval()
+    peft_model = PeftModel.from_pretrained(hf, T.CHECKPOINT.parent / "tiny-glm4v-lora").eval()
+    inputs = processor.apply_chat_template([e.conversation() for e in exs])
+    types = (inputs["input_ids"] == 9).long()  # mm_token_type_ids: 1 on image tokens
+    real = inputs["attention_mask"].bool()  # left padding: compare the real positions
+    oracle.assert_close(ours(**inputs)[real], peft_model(**inputs, mm_token_type_ids=types).logits[real],
+                        atol=ATOL, what="shipped adapter: ours vs peft")
+    assert T.answer_batch(ours, processor, exs) == [e.answer for e in exs]
