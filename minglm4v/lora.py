@@ -1,4 +1,4 @@
-"""LoRA: low-rank adapters on chosen Linear layers of a frozen GLM-4.1V, and their PEFT-format files.
+"""LoRA: low-rank adapters on chosen Linear layers of a frozen GLM-4.1V; merging them into the weights and back.
 
 LoRA (Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models", arXiv:2106.09685) leaves a layer's
 weight W (C_out, C_in) frozen and learns a low-rank change to it:

@@ -111,6 +111,10 @@ def test_merge_and_unmerge_are_exact(pair):
     oracle.assert_close(model(**inputs), with_adapter, atol=1e-5, what="unmerged logits")
     with pytest.raises(AdapterError, match="not merged"):
         lora.unmerge(model)
+    lora.merge(model)
+    lora.unload(model)  # unmerges, then puts the plain layers back
+    assert not lora.lora_layers(model) and set(model.state_dict()) == set(minglm4v.load(folder).state_dict())
+    oracle.assert_close(model(**inputs), minglm4v.load(folder)(**inputs), atol=1e-5, what="after unload")
 
 
 def test_peft_loads_our_adapter_with_equal_logits(pair, tmp_path):
