@@ -13,7 +13,8 @@ which is a stop id, so generation stops there); the prompt, pictures and padding
 
 A fraction of the lines (`--held-out`) is kept out of training; its loss is reported at every checkpoint. The base
 stays frozen (lora.py); adapters are written to `--out` (and `--out/checkpoint-<step>` every `--checkpoint-every`
-steps) as adapter_config.json + adapter_model.safetensors, which `lora.load_adapter` and PEFT both read.
+steps) as adapter_config.json + adapter_model.safetensors, which `adapters.load_adapter` and PEFT both read.
+`checkpoint_layers(model)` turns on gradient checkpointing.
 Shapes: B batch, L sequence, V vocabulary.
 """
 
