@@ -54,8 +54,8 @@ print("base model:", T.CHECKPOINT.name, f"{sum(p.numel() for p in base.parameter
 # %% [markdown]
 # ## 1. The failure
 #
-# Twelve seeded scenes with one shape each, and the question in American spelling, about "the shape" (here 3 of
-# the 12 come out right; with other seeds it is about 4, a third, as on the held-out set of section 4):
+# Twelve seeded scenes with one shape each, and the question in American spelling, about "the shape" (section 4
+# measures the same on more questions and more phrasings):
 
 # %%
 # NBVAL_CHECK_OUTPUT
