@@ -20,7 +20,7 @@ from torch import nn
 import minglm4v
 from minglm4v import adapters, lora
 from minglm4v.config import tiny
-from minglm4v.errors import AdapterError
+from minglm4v.errors import AdapterError, DatasetError
 from minglm4v.lora import LoraConfig, LoraLinear
 
 # transformers 5 deprecates a name that peft 0.21 still calls; nothing to do with the code under test
@@ -344,7 +344,6 @@ def test_labels_cover_the_answers_only_and_agree_with_tinyvqa():
 
 def test_malformed_lines_name_their_line_and_the_problem(tmp_path):
     from minglm4v import finetune_data as FD
-    from minglm4v.errors import DatasetError
 
     good = _scene_files(tmp_path, 3)
     user = {"role": "user", "content": [{"type": "image", "image": "s0.png"}, {"type": "text", "text": "Hi?"}]}
@@ -377,7 +376,6 @@ def test_malformed_lines_name_their_line_and_the_problem(tmp_path):
 
 def test_split_is_seeded_and_disjoint():
     from minglm4v import finetune_data as FD
-    from minglm4v.errors import DatasetError
 
     items = list(range(50))
     train, held = FD.split(items, 0.1, seed=4)
@@ -487,3 +485,23 @@ def test_shipped_adapter_in_peft_and_transformers_answers_like_ours():
     oracle.assert_close(ours(**inputs)[real], peft_model(**inputs, mm_token_type_ids=types).logits[real],
                         atol=ATOL, what="shipped adapter: ours vs peft")
     assert T.answer_batch(ours, processor, exs) == [e.answer for e in exs]
+
+
+def test_video_lines_are_read_and_labelled(tmp_path, data_dir):
+    from minglm4v import finetune_data as FD
+    from minglm4v import tinyvqa as T
+
+    line = {"messages": [{"role": "user", "content": [{"type": "video", "video": str(data_dir / "shapes.mp4")},
+                                                      {"type": "text", "text": "Which way does the red square move?"}]},
+                         {"role": "assistant", "content": "right"}]}
+    (tmp_path / "v.jsonl").write_text(json.dumps(line) + "\n")
+    convs = FD.read_jsonl(tmp_path / "v.jsonl")
+    processor = T.load()[1]
+    inputs = FD.batch(processor, convs)
+    assert "pixel_values_videos" in inputs and "pixel_values" not in inputs
+    tok = processor.tokenizer
+    assert inputs["labels"][inputs["labels"] != -100].tolist() == tok.encode("right") + [tok.token_to_id("<|user|>")]
+    line["messages"][0]["content"][0]["video"] = "missing.mp4"
+    (tmp_path / "v.jsonl").write_text(json.dumps(line) + "\n")
+    with pytest.raises(DatasetError, match="line 1: .*video 'missing.mp4': no such file"):
+        FD.read_jsonl(tmp_path / "v.jsonl")
