@@ -24,6 +24,9 @@ The classes, all defined here, by where they are raised:
                             device_map over several devices                                   (devices.py)
     TaskError               TinyVQA requests it cannot serve                                  (tinyvqa.py)
     CliError                command-line arguments that cannot be used                        (__main__.py)
+    QuantError              quantization schemes, group sizes or widths that cannot be used   (quant*.py)
+    AdapterError            LoRA settings, targets and adapter folders                        (lora.py, adapters.py)
+    DatasetError            fine-tuning data: a JSONL line that is not a usable conversation  (finetune_data.py)
 """
 
 
@@ -93,3 +96,15 @@ class VisionInputError(InputError):
 
 class CliError(MinGlmError, ValueError):
     """A command-line argument that cannot be used."""
+
+
+class QuantError(MinGlmError, ValueError):
+    """A quantization scheme, group size or layer width that cannot be used."""
+
+
+class AdapterError(MinGlmError, ValueError):
+    """LoRA settings that make no sense, or an adapter folder that does not fit the model."""
+
+
+class DatasetError(MinGlmError, ValueError):
+    """A fine-tuning data file, or one of its lines, that cannot be used (the message names the line)."""
