@@ -40,6 +40,7 @@ from .quant_math import (
     pack_nibbles,
     quantize_int4,
     quantize_int8,
+    row_chunks,
     unpack_nibbles,
 )
 
@@ -101,9 +102,15 @@ class QuantLinear(nn.Module):
         self._set_rows_layout()
         if self.scheme == "int8":
             self.qweight, self.scales = quantize_int8(weight, self.dtype)
-        else:
-            codes, self.scales, self.zeros = quantize_int4(weight, self.group_size, self.dtype)
-            self.qweight = pack_nibbles(codes)
+        else:  # a slice of rows at a time: no (N, K) temporary beside the result
+            N, K = want
+            q = torch.empty(N, K // 2, dtype=torch.uint8, device=weight.device)
+            s = torch.empty(N, K // self.group_size, dtype=self.dtype, device=weight.device)
+            z = torch.empty_like(s)
+            for r0, r1 in row_chunks(N, K):
+                codes, s[r0:r1], z[r0:r1] = quantize_int4(weight[r0:r1], self.group_size, self.dtype)
+                q[r0:r1] = pack_nibbles(codes)
+            self.qweight, self.scales, self.zeros = q, s, z
         self.pack()
 
     # ------------------------------------------------------------------ layouts
@@ -115,8 +122,13 @@ class QuantLinear(nn.Module):
         layout = int4_layout(self.qweight.device, self.dtype, self.out_features, self.in_features)
         if layout is None:
             return
-        codes = unpack_nibbles(self.qweight)  # (N, K)
-        self.qweight = pack_int4(codes, layout)
+        if layout == "cpu":  # the CPU tiling keeps each block of 64 rows in its own rows: pack a slice at a time
+            packed = torch.empty_like(self.qweight)  # (N, K/2)
+            for r0, r1 in row_chunks(self.out_features, self.in_features, 64):
+                packed[r0:r1] = pack_int4(unpack_nibbles(self.qweight[r0:r1]), layout)
+            self.qweight = packed
+        else:
+            self.qweight = pack_int4(unpack_nibbles(self.qweight), layout)
         self._sz = scales_and_zeros(self.scales, self.zeros)  # (K/G, N, 2): one copy, the buffers become views
         self.scales, self.zeros = self._sz[..., 0].t(), self._sz[..., 1].t()
         self.layout = layout

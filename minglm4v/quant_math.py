@@ -46,9 +46,9 @@ def check_scheme(scheme: str, group_size: int | None, in_features: int | None = 
                              ", or int8 (one scale per row, any width)")
 
 
-def _row_chunks(n_rows: int, n_cols: int):
-    """Row ranges [r0, r1) of at most ROW_CHUNK_ELEMENTS weights (at least one row)."""
-    step = max(1, ROW_CHUNK_ELEMENTS // max(n_cols, 1))
+def row_chunks(n_rows: int, n_cols: int, multiple: int = 1):
+    """Row ranges [r0, r1) of about ROW_CHUNK_ELEMENTS weights, `multiple` rows at least and a multiple of it."""
+    step = max(multiple, ROW_CHUNK_ELEMENTS // max(n_cols, 1) // multiple * multiple)
     for r0 in range(0, n_rows, step):
         yield r0, min(r0 + step, n_rows)
 
@@ -59,7 +59,7 @@ def quantize_int8(w: torch.Tensor, dtype: torch.dtype | None = None) -> tuple[to
     N, K = w.shape
     q = torch.empty(N, K, dtype=torch.int8, device=w.device)
     s = torch.empty(N, dtype=dtype, device=w.device)
-    for r0, r1 in _row_chunks(N, K):
+    for r0, r1 in row_chunks(N, K):
         w32 = w[r0:r1].float()  # (n, K)
         amax = w32.abs().amax(dim=1)  # (n,)
         scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax)).to(dtype)  # a zero row: step 1, codes 0
@@ -84,7 +84,7 @@ def quantize_int4(w: torch.Tensor, group_size: int, dtype: torch.dtype | None = 
     q = torch.empty(N, K, dtype=torch.uint8, device=w.device)
     s = torch.empty(N, K // G, dtype=dtype, device=w.device)
     z = torch.empty(N, K // G, dtype=dtype, device=w.device)
-    for r0, r1 in _row_chunks(N, K):
+    for r0, r1 in row_chunks(N, K):
         wg = w[r0:r1].float().view(r1 - r0, K // G, G)  # (n, K/G, G)
         lo, hi = wg.amin(dim=-1), wg.amax(dim=-1)  # (n, K/G)
         # a constant group has no range: pick the step so that the constant itself is code 0 (exact)

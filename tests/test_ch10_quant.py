@@ -172,6 +172,19 @@ def test_state_dict_is_the_documented_layout_and_moves_keep_the_result():
     assert torch.equal(moved.codes(), codes)
 
 
+def test_loading_a_slice_of_rows_at_a_time_changes_nothing(monkeypatch):
+    """load_weight and pack work on row slices (no full-size temporaries); the result is the one-piece one."""
+    import minglm4v.quant_math as QM
+
+    lin = _layer(256, 320, torch.bfloat16, bias=False)
+    whole = QuantLinear.from_linear(lin, "int4", 64)
+    monkeypatch.setattr(QM, "ROW_CHUNK_ELEMENTS", 64 * 256)  # 64 rows per slice: 5 slices
+    sliced = QuantLinear.from_linear(lin, "int4", 64)
+    codes, s, z = quantize_int4(lin.weight.detach(), 64)
+    assert torch.equal(sliced.qweight, torch._convert_weight_to_int4pack_for_cpu(codes.int(), 1))
+    assert torch.equal(sliced.qweight, whole.qweight) and torch.equal(sliced.scales, s)
+
+
 def test_meta_module_refuses_to_run_and_load_weight_checks_shape():
     q = QuantLinear(128, 64, False, "int8", dtype=torch.float32, device="meta")
     with pytest.raises(QuantError, match="no weights yet"):
