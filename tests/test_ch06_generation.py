@@ -173,7 +173,7 @@ def test_return_dict_in_generate_holds_sequences_scores_and_logits(setup):
                         output_logits=True, **kw)
     extra = {"mm_token_type_ids": mm_types(inputs["input_ids"])}
     with torch.no_grad():
-        want = hf.generate(**inputs, **extra, max_new_tokens=8, do_sample=False, return_dict_in_generate=True,
+        want = hf.generate(**{**inputs, **extra}, max_new_tokens=8, do_sample=False, return_dict_in_generate=True,
                            output_scores=True, output_logits=True, **kw)
     assert got.sequences.tolist() == want.sequences.tolist()
     assert len(got.scores) == len(got.logits) == len(want.scores) == 8
