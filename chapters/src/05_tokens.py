@@ -1,23 +1,29 @@
-"""Writes chapters/05_tokens.ipynb; then execute it: `make chapters` (or nbconvert --execute --inplace)."""
-import sys
-from pathlib import Path
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _nb import build  # noqa: E402
+# %% [markdown]
+# # 05 · Tokens and the chat format
+#
+# The language model reads token ids. This chapter follows a conversation from Python dicts to the ids the model
+# sees: the **chat format** GLM-4.1V was trained with (`minglm4v/chat.py`), the **tokenizer** (`minglm4v/tokenizer.py`,
+# the `tokenizers` library reading the checkpoint's `tokenizer.json`), and the **processor** that expands every image
+# into as many placeholder tokens as the vision tower will produce features (`minglm4v/processor.py`).
+#
+# The real `tokenizer.json` (a ~150k-entry byte-level BPE, ~20 MB) ships with the 9B checkpoint. Here we train a small
+# byte-level BPE with the same special tokens, so everything runs offline; the processor works the same with either.
 
-cells = [
-("md", r"""
-# 05 · Tokens and the chat format
-
-The language model reads token ids. This chapter follows a conversation from Python dicts to the ids the model
-sees: the **chat format** GLM-4.1V was trained with (`minglm4v/chat.py`), the **tokenizer** (`minglm4v/tokenizer.py`,
-the `tokenizers` library reading the checkpoint's `tokenizer.json`), and the **processor** that expands every image
-into as many placeholder tokens as the vision tower will produce features (`minglm4v/processor.py`).
-
-The real `tokenizer.json` (a ~150k-entry byte-level BPE, ~20 MB) ships with the 9B checkpoint. Here we train a small
-byte-level BPE with the same special tokens, so everything runs offline; the processor works the same with either.
-"""),
-("code", r"""
+# %%
 import numpy as np
 import torch
 import matplotlib.pyplot as plt
@@ -36,15 +42,15 @@ corpus = ["What kind of animal is this? It is a cat with green eyes.",
           "How many shapes are there? One, two, three."] * 5
 tok = train_tokenizer(corpus, vocab_size=400)
 processor = Processor(tok)
-"""),
-("md", r"""
-## 1. The special tokens
 
-A GLM prompt is framed by special tokens. Each is a single id that ordinary text can never produce. The 9B
-checkpoint's ids are in its `tokenizer.json`; `config.json` repeats the image/video ids and lists the stop ids
-(`text_config.eos_token_id`). Our small tokenizer puts the same tokens at 0…12.
-"""),
-("code", r"""
+# %% [markdown]
+# ## 1. The special tokens
+#
+# A GLM prompt is framed by special tokens. Each is a single id that ordinary text can never produce. The 9B
+# checkpoint's ids are in its `tokenizer.json`; `config.json` repeats the image/video ids and lists the stop ids
+# (`text_config.eos_token_id`). Our small tokenizer puts the same tokens at 0…12.
+
+# %%
 # NBVAL_CHECK_OUTPUT
 cfg = glm41v_9b()
 real = {"<|endoftext|>": 151329, "[gMASK]": 151331, "<sop>": 151333, "<|system|>": 151335, "<|user|>": 151336,
@@ -61,15 +67,15 @@ for t in SPECIAL_TOKENS:
     print(f"{t:20} {real[t]:>7} {tok.token_to_id(t):>5}  {role[t]}")
 print("stop ids of the 9B model:", list(cfg.text_config.eos_token_id))
 print("not special, but single tokens:", THINKING_TOKENS)
-"""),
-("md", r"""
-## 2. Rendering a conversation
 
-Messages use transformers' format. The chat template writes `[gMASK]<sop>`, then each turn as
-`<|role|>\n` + content, and (with `add_generation_prompt`) a final `<|assistant|>\n` for the model to continue.
-An image item becomes `<|begin_of_image|><|image|><|end_of_image|>`; text items follow with no separator.
-"""),
-("code", r"""
+# %% [markdown]
+# ## 2. Rendering a conversation
+#
+# Messages use transformers' format. The chat template writes `[gMASK]<sop>`, then each turn as
+# `<|role|>\n` + content, and (with `add_generation_prompt`) a final `<|assistant|>\n` for the model to continue.
+# An image item becomes `<|begin_of_image|><|image|><|end_of_image|>`; text items follow with no separator.
+
+# %%
 # NBVAL_CHECK_OUTPUT
 cat = load_image("../data/cat.png")
 messages = [{"role": "system", "content": "Answer in one word."},
@@ -77,22 +83,22 @@ messages = [{"role": "system", "content": "Answer in one word."},
                                          {"type": "text", "text": "What kind of animal is this?"}]}]
 prompt = render_chat(messages)
 print(repr(prompt))
-"""),
-("code", r"""
+
+# %%
 # NBVAL_CHECK_OUTPUT
 ids = tok.encode(prompt)
 print(len(ids), "tokens")
 print(" | ".join(repr(tok.decode([i]))[1:-1] for i in ids))
 print(ids)
-"""),
-("md", r"""
-## 3. One image becomes N placeholder tokens
 
-The vision tower returns one feature vector per 2×2 window of 14-pixel patches (chapter 01): the cat becomes a
-22×32 patch grid, 176 windows. The processor therefore repeats `<|image|>` 176 times; the model later writes the 176
-vision features over exactly those positions.
-"""),
-("code", r"""
+# %% [markdown]
+# ## 3. One image becomes N placeholder tokens
+#
+# The vision tower returns one feature vector per 2×2 window of 14-pixel patches (chapter 01): the cat becomes a
+# 22×32 patch grid, 176 windows. The processor therefore repeats `<|image|>` 176 times; the model later writes the 176
+# vision features over exactly those positions.
+
+# %%
 # NBVAL_CHECK_OUTPUT
 inputs = processor.apply_chat_template(messages)
 for k, v in inputs.items():
@@ -113,8 +119,8 @@ def compact(ids):  # runs of the same token shown once with a count
         i = j
     return " ".join(out)
 print(compact(inputs["input_ids"][0].tolist()))
-"""),
-("code", r"""
+
+# %%
 ids = inputs["input_ids"][0]
 special = torch.isin(ids, torch.tensor([tok.token_to_id(t) for t in SPECIAL_TOKENS if t != "<|image|>"]))
 kind = torch.where(ids == image_id, 2, torch.where(special, 1, 0))
@@ -123,15 +129,15 @@ ax.imshow(kind[None].numpy(), aspect="auto", cmap=plt.matplotlib.colors.ListedCo
 ax.set_yticks([]); ax.set_xlabel("token position")
 ax.set_title("blue: text   orange: special tokens   green: <|image|> placeholders", fontsize=9)
 plt.show()
-"""),
-("md", r"""
-## 4. A batch: left padding
 
-Several conversations of different lengths become one `(B, L)` tensor by padding on the **left** with
-`<|endoftext|>`, so that every row ends at the same place and generation appends to all rows at once.
-`attention_mask` is 0 on the padding. Images of all rows are concatenated in reading order.
-"""),
-("code", r"""
+# %% [markdown]
+# ## 4. A batch: left padding
+#
+# Several conversations of different lengths become one `(B, L)` tensor by padding on the **left** with
+# `<|endoftext|>`, so that every row ends at the same place and generation appends to all rows at once.
+# `attention_mask` is 0 on the padding. Images of all rows are concatenated in reading order.
+
+# %%
 # NBVAL_CHECK_OUTPUT
 coffee = load_image("../data/coffee.png")
 batch = processor.apply_chat_template([
@@ -141,15 +147,15 @@ batch = processor.apply_chat_template([
 print("input_ids", tuple(batch["input_ids"].shape), " image_grid_thw", batch["image_grid_thw"].tolist())
 print("padding per row:", (batch["attention_mask"] == 0).sum(1).tolist())
 print("row 0 starts with", batch["input_ids"][0, :5].tolist(), "mask", batch["attention_mask"][0, :5].tolist())
-"""),
-("md", r"""
-## 5. Reading the answer: thinking and answer
 
-GLM-4.1V-**Thinking** answers as `<think>reasoning</think><answer>final answer</answer>`. `<think>` and `<answer>`
-are single tokens but not *special*, so they survive `skip_special_tokens`. `split_thinking` separates the two
-parts; only the answer should go back into a multi-turn history.
-"""),
-("code", r"""
+# %% [markdown]
+# ## 5. Reading the answer: thinking and answer
+#
+# GLM-4.1V-**Thinking** answers as `<think>reasoning</think><answer>final answer</answer>`. `<think>` and `<answer>`
+# are single tokens but not *special*, so they survive `skip_special_tokens`. `split_thinking` separates the two
+# parts; only the answer should go back into a multi-turn history.
+
+# %%
 # NBVAL_CHECK_OUTPUT
 reply = "<think>\nThe animal has whiskers, pointed ears and green eyes.\n</think>\n<answer>A cat.</answer>"
 ids = tok.encode(reply)
@@ -157,13 +163,10 @@ print(len(ids), "tokens;", "<think> is one token:", tok.token_to_id("<think>") i
 thinking, answer = split_thinking(tok.decode(ids, skip_special_tokens=True))
 print("thinking:", thinking)
 print("answer:  ", answer)
-"""),
-("md", r"""
-Test this chapter's code (rendering by hand, ids and pixel values against transformers' `Glm4vProcessor`):
 
-```
-pytest tests/test_ch05_processor.py
-```
-"""),
-]
-build(Path(__file__).parent.parent / "05_tokens.ipynb", cells)
+# %% [markdown]
+# Test this chapter's code (rendering by hand, ids and pixel values against transformers' `Glm4vProcessor`):
+#
+# ```
+# pytest tests/test_ch05_processor.py
+# ```

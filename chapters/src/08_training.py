@@ -1,30 +1,36 @@
-"""Writes chapters/08_training.ipynb (run from the repo root, then execute it with nbconvert)."""
-import nbformat as nbf
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
 
-cells = []
-md = lambda s: cells.append(nbf.v4.new_markdown_cell(s.strip()))
-code = lambda s: cells.append(nbf.v4.new_code_cell(s.strip()))
+# %% [markdown]
+# # 08 · Training a tiny GLM-4.1V
+#
+# Random weights answer with noise, so until now no chapter could show a model that *looks* at its image. This one
+# trains one: the exact GLM-4.1V architecture of the earlier chapters (vision tower, merger, M-RoPE, sandwich-norm
+# decoder), shrunk to about a million parameters and trained on this laptop's CPU on a synthetic task, **TinyVQA**:
+# coloured shapes, one-word answers.
+#
+# ```
+# scene (84 x 84 px) + "Is the red circle left or right of the centre?"
+#    ──processor──► [gMASK]<sop><|user|>\n<|begin_of_image|><|image|>x9<|end_of_image|>Is the ...?<|assistant|>\n
+#    ──model──► "left" <|user|>          (the answer, then the stop token that opens the next turn)
+# ```
+#
+# The shipped checkpoint `data/tiny-glm4v/` came from one command, `python -m minglm4v.train --out data/tiny-glm4v`
+# (about 15 minutes on one CPU core); here we rebuild its ingredients, run a short version of the training loop, and
+# then open the shipped model to see what it learned and **where it looks**.
 
-md(r"""
-# 08 · Training a tiny GLM-4.1V
-
-Random weights answer with noise, so until now no chapter could show a model that *looks* at its image. This one
-trains one: the exact GLM-4.1V architecture of the earlier chapters (vision tower, merger, M-RoPE, sandwich-norm
-decoder), shrunk to about a million parameters and trained on this laptop's CPU on a synthetic task, **TinyVQA**:
-coloured shapes, one-word answers.
-
-```
-scene (84 x 84 px) + "Is the red circle left or right of the centre?"
-   ──processor──► [gMASK]<sop><|user|>\n<|begin_of_image|><|image|>x9<|end_of_image|>Is the ...?<|assistant|>\n
-   ──model──► "left" <|user|>          (the answer, then the stop token that opens the next turn)
-```
-
-The shipped checkpoint `data/tiny-glm4v/` came from one command, `python -m minglm4v.train --out data/tiny-glm4v`
-(about 15 minutes on one CPU core); here we rebuild its ingredients, run a short version of the training loop, and
-then open the shipped model to see what it learned and **where it looks**.
-""")
-
-code(r"""
+# %%
 # NBVAL_CHECK_OUTPUT
 import json
 
@@ -40,32 +46,29 @@ torch.manual_seed(0)
 torch.set_num_threads(1)  # the model is small: one thread is quickest on a busy CPU
 print("question kinds:", T.IMAGE_KINDS, "+ video:", T.VIDEO_KINDS)
 print("colours:", list(T.COLOURS), "| shapes:", list(T.SHAPES), "| image side:", T.SIZE, "px")
-""")
 
-md(r"""
-## 1. The task
+# %% [markdown]
+# ## 1. The task
+#
+# `tinyvqa.examples(seed, n)` draws scenes of 1-3 shapes (distinct colour/shape pairs, all 21 px across) and asks one
+# question of each kind in turn. Each shape sits in its own cell of a 3 x 3 grid, jittered by up to 3 px: a cell is
+# 28 x 28 px, exactly the 2 x 2 patches that one image token covers, so one token sees one whole object. Everything comes from one seeded `numpy` Generator, so the same seed gives the same
+# pixels, questions and answers. A question is only asked when the scene answers it unambiguously: "What colour is the
+# circle?" needs exactly one circle; "left or right of the centre" is asked only of a shape at least `GAP` = 10 px off
+# the centre line (so never of one in the middle column).
+#
+# Relations between two shapes ("Is the red circle left of the blue square?") were the first design; this tiny model
+# did not learn them within the 15-minute budget (still at chance after 3600 steps, while the one-object questions were
+# at 90-100%), because they need two look-ups and a comparison chained through only three decoder layers. The
+# shipped task asks the relation to the image centre instead.
 
-`tinyvqa.examples(seed, n)` draws scenes of 1-3 shapes (distinct colour/shape pairs, all 21 px across) and asks one
-question of each kind in turn. Each shape sits in its own cell of a 3 x 3 grid, jittered by up to 3 px: a cell is
-28 x 28 px, exactly the 2 x 2 patches that one image token covers, so one token sees one whole object. Everything comes from one seeded `numpy` Generator, so the same seed gives the same
-pixels, questions and answers. A question is only asked when the scene answers it unambiguously: "What colour is the
-circle?" needs exactly one circle; "left or right of the centre" is asked only of a shape at least `GAP` = 10 px off
-the centre line (so never of one in the middle column).
-
-Relations between two shapes ("Is the red circle left of the blue square?") were the first design; this tiny model
-did not learn them within the 15-minute budget (still at chance after 3600 steps, while the one-object questions were
-at 90-100%), because they need two look-ups and a comparison chained through only three decoder layers. The
-shipped task asks the relation to the image centre instead.
-""")
-
-code(r"""
+# %%
 # NBVAL_CHECK_OUTPUT
 exs = T.examples(seed=42, n=12)
 for e in exs[:6]:
     print(f"{e.kind:11s} {e.question:55s} -> {e.answer}")
-""")
 
-code(r"""
+# %%
 fig, axes = plt.subplots(2, 6, figsize=(12, 4.6), dpi=80)
 for ax, e in zip(axes.flat, exs):
     ax.imshow(e.image, interpolation="nearest")
@@ -73,14 +76,12 @@ for ax, e in zip(axes.flat, exs):
     ax.axis("off")
 fig.tight_layout()
 plt.show()
-""")
 
-md(r"""
-The video questions are 4-frame clips at 2 fps (so the processor keeps every frame: two temporal patches, at 0 s and
-1 s) of one shape moving 6-8 px per frame, sometimes beside a still distractor.
-""")
+# %% [markdown]
+# The video questions are 4-frame clips at 2 fps (so the processor keeps every frame: two temporal patches, at 0 s and
+# 1 s) of one shape moving 6-8 px per frame, sometimes beside a still distractor.
 
-code(r"""
+# %%
 # NBVAL_CHECK_OUTPUT
 v = T.examples(seed=7, n=1, kinds=["motion"])[0]
 print(v.question, "->", v.answer, "|", len(v.frames), "frames at", T.VIDEO_FPS, "fps")
@@ -90,18 +91,16 @@ for k, (ax, f) in enumerate(zip(axes, v.frames)):
     ax.set_title(f"frame {k}", fontsize=8)
     ax.axis("off")
 plt.show()
-""")
 
-md(r"""
-## 2. Tokenizer and processor
+# %% [markdown]
+# ## 2. Tokenizer and processor
+#
+# A byte-level BPE trained (with the `tokenizers` library) on the task's sentences, with GLM-4.1V's special tokens at
+# ids 0-12, the ids the config's `image_token_id`, `video_start_token_id`, ... point at. The processor keeps the
+# published image settings except the pixel budget: `longest_edge` = 2 x 84 x 84 px, so every image is scaled to about
+# 84 x 84 (9 tokens), the size the model was trained on.
 
-A byte-level BPE trained (with the `tokenizers` library) on the task's sentences, with GLM-4.1V's special tokens at
-ids 0-12, the ids the config's `image_token_id`, `video_start_token_id`, ... point at. The processor keeps the
-published image settings except the pixel budget: `longest_edge` = 2 x 84 x 84 px, so every image is scaled to about
-84 x 84 (9 tokens), the size the model was trained on.
-""")
-
-code(r"""
+# %%
 # NBVAL_CHECK_OUTPUT
 proc = TR.make_processor()
 tok = proc.tokenizer
@@ -110,17 +109,15 @@ print({t: tok.token_to_id(t) for t in ["<|endoftext|>", "<|user|>", "<|assistant
 q = "Is the red circle left or right of the centre?"
 print([tok.id_to_token(i) for i in tok.encode(q)])
 print("image settings:", proc.image_config.min_pixels, "..", proc.image_config.max_pixels, "pixels")
-""")
 
-md(r"""
-## 3. A training batch: loss on the answer only
+# %% [markdown]
+# ## 3. A training batch: loss on the answer only
+#
+# `tinyvqa.batch` renders each conversation with the GLM chat format, appends `answer<|user|>` and left-pads the rows
+# together. `labels[b, i]` is the token position *i* must predict, and -100 (ignored by the cross-entropy) everywhere
+# except the answer and its stop token: the model is never asked to predict the question or the image.
 
-`tinyvqa.batch` renders each conversation with the GLM chat format, appends `answer<|user|>` and left-pads the rows
-together. `labels[b, i]` is the token position *i* must predict, and -100 (ignored by the cross-entropy) everywhere
-except the answer and its stop token: the model is never asked to predict the question or the image.
-""")
-
-code(r"""
+# %%
 # NBVAL_CHECK_OUTPUT
 b = T.batch(proc, exs[:4])
 for k, v in b.items():
@@ -128,16 +125,14 @@ for k, v in b.items():
 row, lab = b["input_ids"][0], b["labels"][0]
 print("row 0:", repr(tok.decode(row[b["attention_mask"][0].bool()].tolist())))
 print("targets:", [(int(i), tok.id_to_token(int(t))) for i, t in enumerate(lab) if t != -100])
-""")
 
-md(r"""
-## 4. The model: GLM-4.1V at a million parameters
+# %% [markdown]
+# ## 4. The model: GLM-4.1V at a million parameters
+#
+# `train.tiny_vqa_config` keeps every architectural rule of chapter 00 (vision `out_hidden_size` = text
+# `hidden_size`, head dims divisible by 4, `mrope_section` summing to half the rotary dims) at a small size.
 
-`train.tiny_vqa_config` keeps every architectural rule of chapter 00 (vision `out_hidden_size` = text
-`hidden_size`, head dims divisible by 4, `mrope_section` summing to half the rotary dims) at a small size.
-""")
-
-code(r"""
+# %%
 # NBVAL_CHECK_OUTPUT
 cfg = TR.tiny_vqa_config(vocab_size=384)
 t, v_ = cfg.text_config, cfg.vision_config
@@ -150,18 +145,16 @@ TR.init_weights(model, seed=0)
 n_vis = sum(p.numel() for p in model.visual.parameters())
 n_all = sum(p.numel() for p in model.parameters())
 print(f"parameters: {n_all:,} ({n_vis:,} in the vision tower)")
-""")
 
-md(r"""
-**Initialisation matters here.** transformers initialises weights as N(0, 0.02). With GLM's sandwich norms each
-sub-block adds a *unit-RMS* vector (the output of `post_self_attn_layernorm`) to the residual stream, so token
-embeddings of RMS 0.02, and vision features far smaller still (the merger ends in a SwiGLU of small weights), are
-swamped in the first layer. A first run with that initialisation learned the answer *priors* (loss stuck near 0.48)
-and never began to look at the image within 1000 steps. `train.init_weights` uses N(0, 1/fan_in) weights and
-N(0, 1) embeddings instead, which keeps every signal near unit scale:
-""")
+# %% [markdown]
+# **Initialisation matters here.** transformers initialises weights as N(0, 0.02). With GLM's sandwich norms each
+# sub-block adds a *unit-RMS* vector (the output of `post_self_attn_layernorm`) to the residual stream, so token
+# embeddings of RMS 0.02, and vision features far smaller still (the merger ends in a SwiGLU of small weights), are
+# swamped in the first layer. A first run with that initialisation learned the answer *priors* (loss stuck near 0.48)
+# and never began to look at the image within 1000 steps. `train.init_weights` uses N(0, 1/fan_in) weights and
+# N(0, 1) embeddings instead, which keeps every signal near unit scale:
 
-code(r"""
+# %%
 # NBVAL_CHECK_OUTPUT
 with torch.no_grad():
     feats = model.visual(b["pixel_values"], b["image_grid_thw"])  # (4 images x 9 tokens, C)
@@ -169,47 +162,42 @@ with torch.no_grad():
 rms = lambda x: x.pow(2).mean().sqrt().item()
 print(f"RMS of vision features {rms(feats):.2f}, of token embeddings {rms(emb):.2f}")
 print(f"spread across images {feats.view(4, 9, -1).std(0).mean().item():.2f}")
-""")
 
-md(r"""
-## 5. Help for the eyes: an auxiliary loss on the vision tower
+# %% [markdown]
+# ## 5. Help for the eyes: an auxiliary loss on the vision tower
+#
+# The answers alone are a thin signal: one token per question, and most of the loss can be removed by learning the
+# priors. In a first run on answers only (with shapes placed anywhere), count and colour came within 2000 steps but
+# shape and left/right stayed near chance after 3000. So during training the vision tower also gets a dense target
+# (GLM-4.1V itself was built in stages, its vision encoder trained before the whole model): a throw-away linear head
+# reads each image token and predicts which of the 12 colour/shape objects sits in its cell, or none (cross-entropy),
+# and where its centre is (squared error). The head is not part of the checkpoint. `tinyvqa.cell_targets` gives the
+# targets:
 
-The answers alone are a thin signal: one token per question, and most of the loss can be removed by learning the
-priors. In a first run on answers only (with shapes placed anywhere), count and colour came within 2000 steps but
-shape and left/right stayed near chance after 3000. So during training the vision tower also gets a dense target
-(GLM-4.1V itself was built in stages, its vision encoder trained before the whole model): a throw-away linear head
-reads each image token and predicts which of the 12 colour/shape objects sits in its cell, or none (cross-entropy),
-and where its centre is (squared error). The head is not part of the checkpoint. `tinyvqa.cell_targets` gives the
-targets:
-""")
-
-code(r"""
+# %%
 # NBVAL_CHECK_OUTPUT
 e = exs[3]
 label, centre = T.cell_targets(e.things)
 print(e.question, "->", e.answer, "|", [(t.name, t.x, t.y) for t in e.things])
 print(np.array([" ".join(T.PAIRS[k]) if k < len(T.PAIRS) else "-" for k in label.tolist()]).reshape(3, 3))
-""")
 
-md(r"""
-## 6. A short training run
+# %% [markdown]
+# ## 6. A short training run
+#
+# `train.train` is a plain loop: a fresh seeded batch each step, `loss = cross_entropy(logits, labels)` on the answer
+# tokens plus the auxiliary loss, AdamW with warm-up and cosine decay, gradient clipping at 1. Here 150 steps of 16
+# image questions (well under a minute); the answer priors come first (the loss drops from ~6 to ~0.5), looking at the
+# image comes later.
 
-`train.train` is a plain loop: a fresh seeded batch each step, `loss = cross_entropy(logits, labels)` on the answer
-tokens plus the auxiliary loss, AdamW with warm-up and cosine decay, gradient clipping at 1. Here 150 steps of 16
-image questions (well under a minute); the answer priors come first (the loss drops from ~6 to ~0.5), looking at the
-image comes later.
-""")
-
-code(r"""
+# %%
 # NBVAL_IGNORE_OUTPUT
 import time
 
 t0 = time.perf_counter()
 small, _, history = TR.train(steps=150, batch_size=16, lr=1.5e-3, video_every=0, log_every=50, processor=proc)
 print(f"{time.perf_counter() - t0:.0f} s")
-""")
 
-code(r"""
+# %%
 shipped = json.loads((T.CHECKPOINT / "training_log.json").read_text())
 fig, axes = plt.subplots(1, 2, figsize=(10, 3), dpi=80)
 axes[0].plot([s for s, _ in history], [l for _, l in history], lw=1)
@@ -222,31 +210,28 @@ axes[1].set(title=f"the shipped run: {len(steps)} steps, {shipped['wall_minutes'
             yscale="log")
 fig.tight_layout()
 plt.show()
-""")
 
-md(r"""
-The right-hand curve is the full run that produced `data/tiny-glm4v/` (its log, with the command, the wall time and
-the held-out accuracy, is saved beside the weights). The short plateau near 0.5 is the model answering from priors
-alone ("yes" is right half of the time); then skills arrive one after another. In the held-out checks the run
-printed, colour, counting and the positions were right by step 1000, shape by step 2000, and "Is there a ...?", which
-needs colour *and* shape of the same object, came last and stays the weakest.
+# %% [markdown]
+# The right-hand curve is the full run that produced `data/tiny-glm4v/` (its log, with the command, the wall time and
+# the held-out accuracy, is saved beside the weights). The short plateau near 0.5 is the model answering from priors
+# alone ("yes" is right half of the time); then skills arrive one after another. In the held-out checks the run
+# printed, colour, counting and the positions were right by step 1000, shape by step 2000, and "Is there a ...?", which
+# needs colour *and* shape of the same object, came last and stays the weakest.
+#
+# ## 7. The shipped model
+#
+# `tinyvqa.load()` opens `data/tiny-glm4v/` (a normal checkpoint folder: `minglm4v.load` and transformers'
+# `from_pretrained` both read it). Accuracy on held-out questions, with a seed never used in training:
 
-## 7. The shipped model
-
-`tinyvqa.load()` opens `data/tiny-glm4v/` (a normal checkpoint folder: `minglm4v.load` and transformers'
-`from_pretrained` both read it). Accuracy on held-out questions, with a seed never used in training:
-""")
-
-code(r"""
+# %%
 # NBVAL_CHECK_OUTPUT
 model, proc = T.load()
 test = T.examples(TR.TEST_SEED, 50 * 7, T.IMAGE_KINDS + T.VIDEO_KINDS)
 acc = T.accuracy(model, proc, test)
 for k, v in acc.items():
     print(f"{k:11s} {v:.2f}")
-""")
 
-code(r"""
+# %%
 # NBVAL_CHECK_OUTPUT
 scene = T.draw(T.SCENE, T.SCENE_BACKGROUND)  # data/scene.png
 questions = ["How many shapes are there?", "What colour is the triangle?", "What shape is the blue object?",
@@ -254,18 +239,17 @@ questions = ["How many shapes are there?", "What colour is the triangle?", "What
              "Is there a green square?", "Is there a red circle?"]
 for q in questions:
     print(f"{q:58s} {T.answer(scene, q)}")
-""")
 
-md(r"""
-## 8. Where does it look?
 
-The decoder position that predicts the first answer token is the last prompt token (the `\n` after
-`<|assistant|>`). `tinyvqa.answer_attention` recomputes its attention weights in every layer from the layer's own
-q and k (forward pre-hooks; the decoder uses `scaled_dot_product_attention`, which never shows the weights). The
-weights on the 9 `<|image|>` positions, in the order of the 3 x 3 merged grid, are drawn back over the image.
-""")
+# %% [markdown]
+# ## 8. Where does it look?
+#
+# The decoder position that predicts the first answer token is the last prompt token (the `\n` after
+# `<|assistant|>`). `tinyvqa.answer_attention` recomputes its attention weights in every layer from the layer's own
+# q and k (forward pre-hooks; the decoder uses `scaled_dot_product_attention`, which never shows the weights). The
+# weights on the 9 `<|image|>` positions, in the order of the 3 x 3 merged grid, are drawn back over the image.
 
-code(r"""
+# %%
 # NBVAL_IGNORE_OUTPUT
 def image_heat(conv, layer):
     inputs = proc.apply_chat_template([conv])
@@ -291,23 +275,17 @@ for j, (im, q) in enumerate(asks):
           [divmod(int(image_heat(conv, l)[0].argmax()), 3) for l in range(L)])
 fig.tight_layout()
 plt.show()
-""")
 
-md(r"""
-Each image token covers a 28 x 28 px cell (2 x 2 patches of 14 px), and each panel is coloured to its own maximum.
-Layer 0 looks at much the same cells whatever the question: it gathers the scene. The later layers depend on the
-question: for "What colour is the triangle?" layers 1 and 2 put their weight on the triangle's cell, and for "Is there
-a red circle?" layer 2 looks at the circle (and the triangle). The picture is partial: this is one position of the
-answer, averaged over heads, and the question's own tokens, which come after the image, read the image too and pass
-what they found on.
-
-## Test this chapter's code
-
-```
-pytest tests/test_ch08_tinyvqa.py
-```
-""")
-
-nb = nbf.v4.new_notebook(cells=cells, metadata={"kernelspec": {"display_name": "Python 3", "language": "python",
-                                                               "name": "python3"}})
-nbf.write(nb, "chapters/08_training.ipynb")
+# %% [markdown]
+# Each image token covers a 28 x 28 px cell (2 x 2 patches of 14 px), and each panel is coloured to its own maximum.
+# Layer 0 looks at much the same cells whatever the question: it gathers the scene. The later layers depend on the
+# question: for "What colour is the triangle?" layers 1 and 2 put their weight on the triangle's cell, and for "Is there
+# a red circle?" layer 2 looks at the circle (and the triangle). The picture is partial: this is one position of the
+# answer, averaged over heads, and the question's own tokens, which come after the image, read the image too and pass
+# what they found on.
+#
+# ## Test this chapter's code
+#
+# ```
+# pytest tests/test_ch08_tinyvqa.py
+# ```
