@@ -27,13 +27,22 @@
 # ```
 
 # %%
-import numpy as np
-import torch
-import matplotlib.pyplot as plt
 from pathlib import Path
 
-from minglm4v.patchify import (load_image, smart_resize, preprocess, patchify, unpatchify, num_image_tokens,
-                               MIN_PIXELS, MAX_PIXELS)
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from minglm4v.patchify import (
+    MAX_PIXELS,
+    MIN_PIXELS,
+    load_image,
+    num_image_tokens,
+    patchify,
+    preprocess,
+    smart_resize,
+    unpatchify,
+)
 from minglm4v.viz import draw_patch_grid
 
 torch.manual_seed(0)
@@ -42,9 +51,14 @@ photos = {name: load_image(DATA / f"{name}.{ext}") for name, ext in
           [("cat", "png"), ("coffee", "png"), ("astronaut", "png"), ("rocket", "jpg")]}
 
 # %%
-fig, axes = plt.subplots(1, 4, figsize=(9, 2.4), dpi=72)
+fig, axes = plt.subplots(1, 4, figsize=(10, 2.6), dpi=100)
 for ax, (name, im) in zip(axes, photos.items()):
-    ax.imshow(im); ax.set_title(f"{name}: {im.width}×{im.height}", fontsize=9); ax.axis("off")
+    ax.imshow(im)
+    ax.set_title(f"{name}: {im.width}×{im.height}", fontsize=9)
+    ax.set_xlabel("x (px)", fontsize=8)
+    ax.tick_params(labelsize=7)
+axes[0].set_ylabel("y (px)", fontsize=8)
+fig.tight_layout()
 plt.show()
 
 # %% [markdown]
@@ -57,7 +71,10 @@ plt.show()
 #   keys are called `shortest_edge`/`longest_edge` but hold pixel *counts*);
 # * the count that is checked is `2 · h · w`: a still image is treated as **two frames** (see section 5), so the
 #   effective cap is 4,816,896 px = 6144 tokens;
-# * rounding is Python's `round`, which rounds halves to even: 70 px / 28 = 2.5 → 2.
+# * rounding is Python's `round`, which rounds halves to even: 70 px / 28 = 2.5 → 2, i.e. 56 px.
+#
+# The floor is checked after the rounding, and it can win: 70 × 70 rounds to 56 × 56, but 2 · 56 · 56 = 6272 px is
+# below `min_pixels`, so both sides are scaled up again and the result printed below is 84 × 84.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -86,8 +103,10 @@ print("pixel_values", tuple(pixel_values.shape), pixel_values.dtype)
 print("image_grid_thw", grid.tolist(), "->", num_image_tokens(grid[0]), "tokens")
 
 # %%
-fig, ax = plt.subplots(figsize=(8, 5.6), dpi=72)
+fig, ax = plt.subplots(figsize=(8, 5.6), dpi=100)
 draw_patch_grid(ax, frame, grid[0], numbers=True)
+ax.set_xlabel("x (px)")
+ax.set_ylabel("y (px)")
 plt.show()
 
 # %% [markdown]
@@ -118,15 +137,21 @@ print("row of pixel_values holding each patch (patch laid out as in the image):"
 print(row_of.view(gh, gw))
 
 # %%
-fig, ax = plt.subplots(figsize=(5, 3.4), dpi=72)
-ax.imshow(row_of.view(gh, gw), cmap="viridis")
+fig, ax = plt.subplots(figsize=(5.5, 3.4), dpi=100)
+im = ax.imshow(row_of.view(gh, gw), cmap="viridis")
 for r in range(gh):
     for c in range(gw):
         ax.text(c, r, int(row_of[r * gw + c]), ha="center", va="center", color="white")
-for k in range(1, gw // 2): ax.axvline(2 * k - 0.5, color="yellow", lw=2)
-for k in range(1, gh // 2): ax.axhline(2 * k - 0.5, color="yellow", lw=2)
+for k in range(1, gw // 2):
+    ax.axvline(2 * k - 0.5, color="yellow", lw=2)
+for k in range(1, gh // 2):
+    ax.axhline(2 * k - 0.5, color="yellow", lw=2)
 ax.set_title("row index in pixel_values (yellow: merge windows)", fontsize=9)
-ax.set_xticks([]); ax.set_yticks([])
+ax.set_xticks(range(gw))
+ax.set_yticks(range(gh))
+ax.set_xlabel("patch column")
+ax.set_ylabel("patch row")
+fig.colorbar(im, ax=ax, label="row of pixel_values")
 plt.show()
 
 # %% [markdown]
@@ -137,16 +162,25 @@ plt.show()
 
 # %%
 sides = np.unique(np.geomspace(10, 6000, 300).astype(int))
+
+
 def tokens(H, W, **kw):
     h, w = smart_resize(2, H, W, **kw)
     return h * w // (28 * 28)
-fig, ax = plt.subplots(figsize=(8, 3.2), dpi=72)
+
+
+fig, ax = plt.subplots(figsize=(8, 3.2), dpi=100)
 ax.plot(sides, [tokens(s, s) for s in sides], label="square s×s")
 ax.plot(sides, [tokens(s, int(s * 16 / 9)) for s in sides], label="16:9, height s")
-ax.plot(sides, [tokens(s, s, max_pixels=2 * 1024 * 28 * 28) for s in sides], "--", label="square, max_pixels for 1024 tokens")
+ax.plot(sides, [tokens(s, s, max_pixels=2 * 1024 * 28 * 28) for s in sides], "--",
+        label="square, max_pixels for 1024 tokens")
 ax.axhline(MAX_PIXELS // 2 // 784, color="gray", lw=0.8, ls=":")
-ax.set_xscale("log"); ax.set_yscale("log"); ax.set_xlabel("image height s (px)"); ax.set_ylabel("image tokens")
-ax.legend(fontsize=8); ax.set_title("tokens per image (dotted: the cap of 6144)", fontsize=9)
+ax.set_xscale("log")
+ax.set_yscale("log")
+ax.set_xlabel("image height s (px)")
+ax.set_ylabel("image tokens")
+ax.legend(fontsize=8)
+ax.set_title("tokens per image (dotted: the cap of 6144)", fontsize=9)
 plt.show()
 
 # %%
@@ -191,11 +225,12 @@ print("tokens per image", num_image_tokens(grids).tolist())
 #
 # transformers is only the oracle here (it is installed with the test extra). Its image processor runs without
 # torchvision as `Glm4vImageProcessorPil`, the same numbers as the slow processor that transformers 4.5x loads for
-# the published checkpoint.
+# the published checkpoint ("4.5x": the 4.53 to 4.57 releases of 2025, the transformers 4 versions GLM-4.1V first
+# shipped in; this project tests against transformers 5, where the PIL processor has that new name).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-import transformers   # the oracle; importing it may print library warnings
+import transformers  # the oracle; importing it may print library warnings
 
 # %%
 # NBVAL_CHECK_OUTPUT
