@@ -38,20 +38,22 @@
 # model sees. A later chapter trains a tiny model.
 
 # %%
-import dataclasses
 import sys
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-import minglm4v
-from minglm4v.config import VisionConfig
+from minglm4v.config import VisionConfig, tiny
 from minglm4v.patchify import load_image, preprocess, unpatchify
-from minglm4v.vision import (VisionModel, interpolate_pos_table, patch_coords, position_embeddings,
-                             segment_lengths, vision_rotary_angles)
-from minglm4v.vision_attention import apply_rotary, rotary_inv_freq
+from minglm4v.vision import VisionModel, interpolate_pos_table, position_embeddings
+from minglm4v.vision_attention import (
+    apply_rotary,
+    patch_coords,
+    rotary_inv_freq,
+    segment_lengths,
+    vision_rotary_angles,
+)
 
 torch.manual_seed(0)
 # A small tower with the real 24x24 position table (image_size 336 / patch 14) and 4 heads of 16 dims.
@@ -114,12 +116,14 @@ table = model.embeddings.position_embedding.weight.detach()   # (576, C)
 cat = load_image("../data/cat.png")
 cat_px, cat_grid = preprocess(cat)
 grids = [(S, S), tuple(cat_grid[0, 1:].tolist()), (8, 20)]
-fig, axes = plt.subplots(1, 3, figsize=(9, 2.8), dpi=72)
+fig, axes = plt.subplots(1, 3, figsize=(10, 2.9), dpi=100)
 for ax, (h, w) in zip(axes, grids):
     img = interpolate_pos_table(table, h, w)[..., 0]           # (h, w): channel 0
-    ax.imshow(img, cmap="magma", vmin=-0.3, vmax=2.2, interpolation="nearest")
+    shown = ax.imshow(img, cmap="magma", vmin=-0.3, vmax=2.2, interpolation="nearest")   # one scale for all three
     ax.set_title(f"{h} x {w}" + (" (the table)" if (h, w) == (S, S) else ""), fontsize=9)
-    ax.set_xticks([]); ax.set_yticks([])
+    ax.set_xlabel("patch column")
+axes[0].set_ylabel("patch row")
+fig.colorbar(shown, ax=list(axes), label="channel 0 of the position vector")
 plt.show()
 
 # %% [markdown]
@@ -172,14 +176,16 @@ print("angles", tuple(angles.shape), angles.dtype, "| dims i and i+D/2 share an 
 g32 = torch.tensor([[1, 32, 32]])
 angles128, rc = vision_rotary_angles(g32, 128, m=2), patch_coords(g32, m=2)
 inv128 = rotary_inv_freq(128)
-fig, axes = plt.subplots(1, 4, figsize=(9, 2.6), dpi=72)
+fig, axes = plt.subplots(1, 4, figsize=(10, 2.9), dpi=100)
 for ax, (dim, what) in zip(axes, [(0, "row"), (6, "row"), (32, "col"), (38, "col")]):
     img = torch.zeros(32, 32)
     img[rc[:, 0], rc[:, 1]] = angles128[:, dim].cos()          # back to raster order for the picture
-    what = f"{what}, f={inv128[dim % 32].item():.2f}"
-    ax.imshow(img, cmap="coolwarm", vmin=-1, vmax=1)
+    what = f"{what}, f={inv128[dim % 32].item():.2f} rad/patch"
+    shown = ax.imshow(img, cmap="coolwarm", vmin=-1, vmax=1)
     ax.set_title(f"cos(angle) dim {dim}\n({what})", fontsize=9)
-    ax.set_xticks([]); ax.set_yticks([])
+    ax.set_xlabel("patch column")
+axes[0].set_ylabel("patch row")
+fig.colorbar(shown, ax=list(axes), label="cos(angle)")
 plt.show()
 
 # %%
@@ -188,7 +194,10 @@ plt.show()
 q, k = torch.randn(1, 1, D), torch.randn(1, 1, D)
 def rotated_dot(p, r):
     inv = rotary_inv_freq(D)
-    ang = lambda rc: torch.cat([rc[0] * inv, rc[1] * inv]).repeat(2)[None]   # (1, D)
+
+    def ang(rc):
+        return torch.cat([rc[0] * inv, rc[1] * inv]).repeat(2)[None]   # (1, D)
+
     qr = apply_rotary(q, ang(p).cos(), ang(p).sin())
     kr = apply_rotary(k, ang(r).cos(), ang(r).sin())
     return (qr * kr).sum().item()
@@ -226,11 +235,13 @@ start = 0
 for L, a in zip(lengths, attn[0]):
     full[start:start + L, start:start + L] = a[0]               # head 0 of block 0
     start += L
-fig, ax = plt.subplots(figsize=(4, 4), dpi=72)
-ax.imshow(full ** 0.5, cmap="viridis")
+fig, ax = plt.subplots(figsize=(5, 4.2), dpi=100)
+shown = ax.imshow(full ** 0.5, cmap="viridis")
+fig.colorbar(shown, ax=ax, label="sqrt(attention weight)")
 ax.set_title("block 0, head 0: attention of every row (query) to every row (key)\n"
              "two images = two blocks; everything else is never computed", fontsize=8)
-ax.set_xlabel("key row"); ax.set_ylabel("query row")
+ax.set_xlabel("key row")
+ax.set_ylabel("query row")
 plt.show()
 
 # %% [markdown]
@@ -248,17 +259,22 @@ h, w = cat_grid[0, 1:].tolist()
 rc = patch_coords(cat_grid, m=2)
 query = int(((rc[:, 0] == h // 2) & (rc[:, 1] == w // 2)).nonzero())   # row of the centre patch
 frame = unpatchify(cat_px, cat_grid[0])[0]                                # (H, W, 3) uint8
-fig, axes = plt.subplots(1, vcfg.num_heads + 1, figsize=(9, 1.9), dpi=72)
-axes[0].imshow(frame); axes[0].set_title("cat, centre patch", fontsize=8)
+maps = torch.zeros(vcfg.num_heads, h, w)
+maps[:, rc[:, 0], rc[:, 1]] = cat_attn[0][0][:, query]                    # (H, h, w), back to raster order
+fig, axes = plt.subplots(1, vcfg.num_heads + 1, figsize=(12, 2.2), dpi=100)
+axes[0].imshow(frame)
+axes[0].set_title("cat, centre patch", fontsize=8)
 axes[0].plot((w // 2 + 0.5) * 14, (h // 2 + 0.5) * 14, "r+", ms=10)
 for head, ax in enumerate(axes[1:]):
-    img = torch.zeros(h, w)
-    img[rc[:, 0], rc[:, 1]] = cat_attn[0][0][head, query]                 # (h, w)
     ax.imshow(frame, alpha=0.35)
-    ax.imshow(img, cmap="inferno", alpha=0.75, extent=(0, w * 14, h * 14, 0))
+    shown = ax.imshow(maps[head], cmap="inferno", alpha=0.75, extent=(0, w * 14, h * 14, 0),
+                      vmin=0, vmax=maps.max().item())                      # one scale for every head
     ax.set_title(f"head {head}", fontsize=8)
 for ax in axes:
-    ax.set_xticks([]); ax.set_yticks([])
+    ax.set_xlabel("x (px)", fontsize=7)
+    ax.tick_params(labelsize=6)
+axes[0].set_ylabel("y (px)", fontsize=7)
+fig.colorbar(shown, ax=list(axes), label="attention weight", fraction=0.02)
 plt.show()
 
 # %% [markdown]
@@ -299,11 +315,12 @@ print("built on meta, loaded with assign=True -> same features:", torch.equal(la
 # %%
 # NBVAL_CHECK_OUTPUT
 import warnings
+
 warnings.filterwarnings("ignore", message="IProgress not found")  # transformers' tqdm, not our business
 sys.path.insert(0, "../tests")
 from oracle import build_oracle
 
-cfg = minglm4v.tiny()                                  # vision: depth 2, width 64, 4 heads, a 4x4 position table
+cfg = tiny()                                           # vision: depth 2, width 64, 4 heads, a 4x4 position table
 hf = build_oracle(cfg, seed=0)
 ours = VisionModel(cfg.vision_config).eval()
 ours.load_state_dict(hf.model.visual.state_dict(), strict=True)
@@ -319,6 +336,7 @@ print("max abs diff below 1e-5:", diff < 1e-5)
 # %%
 # NBVAL_IGNORE_OUTPUT
 import transformers
+
 print(f"max abs diff {diff:.2e} (torch {torch.__version__}, transformers {transformers.__version__})")
 
 # %% [markdown]
