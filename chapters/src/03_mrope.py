@@ -35,9 +35,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from minglm4v import glm41v_9b
-from minglm4v.mrope import (apply_mrope, band_axis, decode_position_ids, get_rope_index, inv_freq, rotary_cos_sin,
-                            text_position_ids, token_types)
+from minglm4v.config import glm41v_9b
+from minglm4v.errors import InputError
+from minglm4v.mrope import (
+    apply_mrope,
+    band_axis,
+    decode_position_ids,
+    get_rope_index,
+    inv_freq,
+    rotary_cos_sin,
+    text_position_ids,
+    token_types,
+)
 from minglm4v.patchify import load_image, preprocess, unpatchify
 from minglm4v.viz import draw_patch_grid
 
@@ -55,7 +64,11 @@ print("<|image|>", IMG, "| <|begin_of_image|>", BOI, "| <|end_of_image|>", EOI,
 # patches of 14 px, i.e. 3 × 6 **merge windows** of 2 × 2 patches. Each window becomes one `<|image|>` token, in raster
 # order. The prompt is the chat template's `[gMASK]<sop><|user|>\n<|begin_of_image|>` + 18 × `<|image|>` +
 # `<|end_of_image|>`, a short question, then `<|assistant|>\n`. (The four question ids are stand-ins; the tokenizer
-# comes later.)
+# comes in chapter 05.)
+#
+# `[gMASK]` and `<sop>` are two special tokens that open every GLM prompt, left over from the GLM pre-training
+# objective: `[gMASK]` marks "generate the masked span that follows" and `<sop>` means "start of piece". The model
+# expects them; nothing else in this book depends on their meaning. Chapter 05 lists every special token.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -91,13 +104,15 @@ for i, lab in enumerate(labels):
 
 # %% [markdown]
 # The picture: each merge window labelled with its (h, w) positions. t is the same for all of them (5, the start of
-# the image run); rows count down from 5, columns across from 5.
+# the image run); h goes up from 5 in the top row to 7 in the bottom row, w from 5 on the left to 10 on the right.
 
 # %%
 frame = unpatchify(pixel_values, grid[0])[0]
 img_pos = pos[:, 0, ids[0] == IMG].view(3, gh // m, gw // m)  # (3, h', w')
-fig, ax = plt.subplots(figsize=(8, 4.2), dpi=72)
+fig, ax = plt.subplots(figsize=(8, 4.2), dpi=100)
 draw_patch_grid(ax, frame, grid[0], title="(h, w) position of each image token; t = 5 for all")
+ax.set_xlabel("x (px)")
+ax.set_ylabel("y (px)")
 step = 14 * m
 for r in range(gh // m):
     for c in range(gw // m):
@@ -115,10 +130,13 @@ def plot_positions(ax, pos_row, ids_row, title):
         ax.plot(x, pos_row[axis].numpy() + 0.08 * (axis - 1), style, ms=3, lw=0.8, label=name)
     for i in np.flatnonzero(types.numpy()):
         ax.axvspan(i - 0.5, i + 0.5, color="tab:orange" if types[i] == 1 else "tab:green", alpha=0.15, lw=0)
-    ax.set_xlabel("token index"); ax.set_ylabel("position"); ax.set_title(title, fontsize=10)
+    ax.set_xlabel("token index")
+    ax.set_ylabel("position")
+    ax.set_title(title, fontsize=10)
     ax.legend(loc="upper left", fontsize=8)
 
-fig, ax = plt.subplots(figsize=(9, 3.2), dpi=72)
+
+fig, ax = plt.subplots(figsize=(9, 3.2), dpi=100)
 plot_positions(ax, pos[:, 0], ids[0], "t, h, w positions of every token (shaded: image tokens)")
 plt.show()
 
@@ -136,16 +154,22 @@ st = pos[0, 0, 5].item()
 h_, w_ = gh // m, gw // m
 largest = pos[:, 0, 5:5 + n_img].max().item()
 after = pos[:, 0, 5 + n_img].tolist()
-print(f"st = {st}, h' = {h_}, w' = {w_}: largest image position {largest} = st + max(h', w') - 1 = {st + max(h_, w_) - 1}")
+print(f"st = {st}, h' = {h_}, w' = {w_}: largest image position {largest} = st + max(h', w') - 1 = "
+      f"{st + max(h_, w_) - 1}")
 print(f"<|end_of_image|> gets {after} = st + max(h', w') = {st + max(h_, w_)}")
 print(f"rope_delta = max position + 1 - length = {pos.max().item()} + 1 - {ids.shape[1]} = {delta.item()}")
 
 # %% [markdown]
-# ## 2. Two images, and the facts sheet's worked example
+# ## 2. The reference's worked example, then two images
 #
-# With two images the running start simply goes on; each image starts its own block. The facts sheet's example (a
-# 476 × 644 photo, grid 1 × 34 × 46, 17 × 23 merged) checks the rule at full size: `<|begin_of_image|>` is at 4, the
-# image has t = 5, h = 5…21, w = 5…27, and `<|end_of_image|>` gets 5 + max(17, 23) = 28.
+# The project's reference, docs/glm41v.md §6.2, states the position rule and ends with a worked example at full size:
+# a 476 × 644 photo (grid 1 × 34 × 46, i.e. 17 × 23 merged tokens) after `[gMASK]<sop><|user|>\n<|begin_of_image|>`,
+# which take positions 0–4. By the rule, the image gets t = 5, h = 5 … 5 + 17 − 1 = 21, w = 5 … 5 + 23 − 1 = 27, and
+# `<|end_of_image|>` resumes at 5 + max(17, 23) = 28. The first line below is what `get_rope_index` computes for that
+# prompt.
+#
+# With two images the running start simply goes on; each image starts its own block at one past the largest position
+# so far (the last three lines).
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -166,9 +190,9 @@ print("            w:", p2[2, 0].tolist())
 #
 # GLM-4.1V writes a video as `<|begin_of_video|>`, then for every **temporal patch** (two sampled frames) an image
 # block `<|begin_of_image|>` + `<|image|>`×(h'·w') + `<|end_of_image|>` followed by its timestamp in seconds as plain
-# digits, and finally `<|end_of_video|>` (docs/glm41v.md §3.3). The frames use the *image* placeholder id; being inside a
-# video span is what makes them video tokens. Each temporal patch is positioned like an image starting at the
-# running offset, so **time is encoded only by the growing offset**: t stays constant within a temporal patch and
+# digits, and finally `<|end_of_video|>` (docs/glm41v.md §3.3). The frames use the *image* placeholder id; being
+# inside a video span is what makes them video tokens. Each temporal patch is positioned like an image starting at
+# the running offset, so **time is encoded only by the growing offset**: t stays constant within a temporal patch and
 # jumps between them. Below: a 6-frame clip at 2 fps, `video_grid_thw = (3, 4, 6)`, i.e. 3 temporal patches of
 # 2 × 3 tokens, timestamps "0", "1", "2" (stand-in digit ids).
 
@@ -185,11 +209,12 @@ types = token_types(vids[0], cfg)
 print("token types (0 text, 1 image, 2 video):", types.tolist())
 frames = vpos[:, 0, types == 2].view(3, 3, 6)  # (axis, temporal patch, token)
 for k in range(3):
-    print(f"temporal patch {k}: t = {frames[0, k].unique().tolist()}, h = {frames[1, k].tolist()}, w = {frames[2, k].tolist()}")
+    print(f"temporal patch {k}: t = {frames[0, k].unique().tolist()}, h = {frames[1, k].tolist()}, "
+          f"w = {frames[2, k].tolist()}")
 print("rope_delta", vdelta.tolist())
 
 # %%
-fig, ax = plt.subplots(figsize=(9, 3.2), dpi=72)
+fig, ax = plt.subplots(figsize=(9, 3.2), dpi=100)
 plot_positions(ax, vpos[:, 0], vids[0], "a video: 3 temporal patches of 2 x 3 tokens (shaded green)")
 plt.show()
 
@@ -199,7 +224,6 @@ plt.show()
 
 # %%
 # NBVAL_CHECK_OUTPUT
-from minglm4v.errors import InputError
 mixed = torch.tensor([[BOI] + [IMG] * 4 + [EOI, BOV, BOI] + [IMG] * 4 + [EOI, 15, EOV]])
 try:
     get_rope_index(mixed, cfg, image_grid_thw=torch.tensor([[1, 4, 4]]), video_grid_thw=torch.tensor([[1, 4, 4]]))
@@ -268,28 +292,33 @@ for band, name in enumerate("thw"):
 
 # %%
 theta = pos[axis, 0].T.float() * w  # (L, 32): angle of pair j at token i = pos[axis(j)] * omega_j
-fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=72, gridspec_kw={"width_ratios": [1, 3]})
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=100, gridspec_kw={"width_ratios": [1, 3]})
 for band, name in enumerate("thw"):
     axes[0].semilogy(np.flatnonzero(axis.numpy() == band), w[axis == band].numpy(), "o", ms=3, label=name)
-axes[0].set_xlabel("pair j"); axes[0].set_ylabel("omega_j (rad / position)"); axes[0].legend(fontsize=8)
+axes[0].set_xlabel("pair j")
+axes[0].set_ylabel("omega_j (rad / position)")
+axes[0].legend(fontsize=8)
 axes[0].set_title("frequency bands", fontsize=10)
 im = axes[1].imshow((theta / theta.max(0).values).T.numpy(), aspect="auto", cmap="viridis", interpolation="nearest")
 for y in (7.5, 19.5):
     axes[1].axhline(y, color="w", lw=0.8)
 axes[1].axvspan(4.5, 4.5 + n_img, color="none", ec="w", lw=1.5)
-axes[1].set_xlabel("token index (box: image tokens)"); axes[1].set_ylabel("pair j  (t | h | w)")
+axes[1].set_xlabel("token index (box: image tokens)")
+axes[1].set_ylabel("pair j  (t | h | w)")
 axes[1].set_title("theta_j / max theta_j, per token", fontsize=10)
-fig.colorbar(im, ax=axes[1], fraction=0.03)
+fig.colorbar(im, ax=axes[1], fraction=0.03, label="theta_j / max theta_j")
 plt.tight_layout()
 plt.show()
 
 
 # %% [markdown]
 # **Interleaved pairs.** Pair j is the two *adjacent* dims (2j, 2j+1) (GPT-J style), not dims j and j + 32 as in
-# Llama's "rotate half"; the vision tower uses rotate-half, the text decoder interleaved (docs/glm41v.md §9). Each pair is
-# turned like a 2-D vector:
+# Llama's "rotate half"; the vision tower uses rotate-half, the text decoder interleaved (docs/glm41v.md §9). Each
+# pair is turned like a 2-D vector:
 #
-# $$\begin{pmatrix} y_{2j} \\ y_{2j+1} \end{pmatrix} = \begin{pmatrix} \cos\theta_j & -\sin\theta_j \\ \sin\theta_j & \cos\theta_j \end{pmatrix} \begin{pmatrix} x_{2j} \\ x_{2j+1} \end{pmatrix}$$
+# $$\begin{pmatrix} y_{2j} \\ y_{2j+1} \end{pmatrix} =
+#   \begin{pmatrix} \cos\theta_j & -\sin\theta_j \\ \sin\theta_j & \cos\theta_j \end{pmatrix}
+#   \begin{pmatrix} x_{2j} \\ x_{2j+1} \end{pmatrix}$$
 #
 # A loop-over-pairs version, checked against `apply_mrope`:
 
@@ -306,11 +335,13 @@ def rotate_by_hand(x, pos3, cfg_text):
             y[i, 2 * j], y[i, 2 * j + 1] = a * th.cos() - b * th.sin(), a * th.sin() + b * th.cos()
     return y
 
+
 q = torch.randn(1, 1, 10, tc.head_dim)  # (B, H, L, D)
 pos3 = pos[:, :, 3:13]                  # ten tokens around the start of the image
 cos10, sin10 = rotary_cos_sin(pos3, tc, torch.float32)
 package = apply_mrope(q, cos10, sin10)[0, 0]
-print("max |by hand - package| < 1e-5:", (rotate_by_hand(q[0, 0], pos3[:, 0], tc) - package).abs().max().item() < 1e-5)
+by_hand = rotate_by_hand(q[0, 0], pos3[:, 0], tc)
+print("max |by hand - package| < 1e-5:", (by_hand - package).abs().max().item() < 1e-5)
 print("dims 64..127 untouched:", torch.equal(package[:, 64:], q[0, 0, :, 64:]))
 
 # %% [markdown]
@@ -321,9 +352,13 @@ print("dims 64..127 untouched:", torch.equal(package[:, 64:], q[0, 0, :, 64:]))
 # %%
 # NBVAL_CHECK_OUTPUT
 k = torch.randn(1, 1, 10, tc.head_dim)
+
+
 def scores(p3):
     c, s = rotary_cos_sin(p3, tc, torch.float64)
     return apply_mrope(q.double(), c, s)[0, 0] @ apply_mrope(k.double(), c, s)[0, 0].T  # (L, L)
+
+
 print("scores unchanged by a shift of +100:", torch.allclose(scores(pos3), scores(pos3 + 100), atol=1e-8))
 moved = pos3.clone()
 moved[2, 0, 0] += 1  # the first token one column further right: its w differences to the others change
