@@ -271,7 +271,6 @@ run = subprocess.run(cli, cwd="..", capture_output=True, text=True, timeout=120)
 print("exit status", run.returncode, "| answer:", run.stdout.strip())
 
 # %% [markdown]
-#
 # Test this chapter's code (samplers against transformers' logits processors, greedy tokens against
 # transformers' `generate`, the cache, the command line):
 #
