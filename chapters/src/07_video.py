@@ -41,14 +41,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from minglm4v import video as V
+from minglm4v import video
+from minglm4v.config import tiny
+from minglm4v.errors import ProcessorError
+from minglm4v.model import Glm4vForConditionalGeneration
 from minglm4v.mrope import get_rope_index, token_types
 from minglm4v.patchify import unpatchify
+from minglm4v.processor import Processor
+from minglm4v.tokenizer import train_tokenizer
 
 torch.manual_seed(0)
 np.random.seed(0)
 CLIP = Path("..") / "data" / "shapes.mp4"
-info = V.probe(CLIP)
+info = video.probe(CLIP)
 print(info)
 print(f"duration {info.duration:.1f} s = {info.total_frames} frames / {info.fps:g} fps")
 
@@ -61,19 +66,21 @@ print(f"duration {info.duration:.1f} s = {info.total_frames} frames / {info.fps:
 
 # %%
 # NBVAL_CHECK_OUTPUT
-clip = V.load_video(CLIP)  # decodes only up to the last frame it keeps
+clip = video.load_video(CLIP)  # decodes only up to the last frame it keeps
 print("frames kept", clip.frames.shape, "(T, H, W, 3)", clip.frames.dtype)
 print("indices   ", clip.indices)
 print("timestamps", clip.timestamps, "s")
 
 # %%
-fig, axes = plt.subplots(2, 6, figsize=(9, 3.4), dpi=72)
+fig, axes = plt.subplots(2, 6, figsize=(10, 3.6), dpi=100)
 for k, ax in enumerate(axes.flat):
     ax.imshow(clip.frames[k])
     ax.set_title(f"#{clip.indices[k]} · {clip.timestamps[k]:.1f} s", fontsize=9)
-    ax.set_xticks([]); ax.set_yticks([])
+    ax.set_xticks([])
+    ax.set_yticks([])
     for side in ax.spines.values():  # frames of one temporal patch share a colour
-        side.set_edgecolor(plt.cm.tab10(k // 2)); side.set_linewidth(3)
+        side.set_edgecolor(plt.cm.tab10(k // 2))
+        side.set_linewidth(3)
 fig.suptitle("the 12 sampled frames; each coloured pair becomes one temporal patch", fontsize=10)
 fig.tight_layout()
 plt.show()
@@ -87,10 +94,15 @@ plt.show()
 # NBVAL_CHECK_OUTPUT
 clips = {"10 s @ 30 fps": (300, 30), "3.3 s @ 24 fps": (79, 24), "7 s @ 12.5 fps": (87, 12.5),
          "2 frames @ 30 fps": (2, 30), "400 s @ 30 fps": (12000, 30)}
+
+
+def show(xs):
+    return str(xs) if len(xs) <= 8 else f"[{', '.join(map(str, xs[:5]))}, ..., {xs[-1]}]"
+
+
 for name, (total, fps) in clips.items():
-    idx = V.sample_indices(total, fps)
-    secs = [int(s) for s in V.patch_timestamps(idx, fps)]
-    show = lambda xs: str(xs) if len(xs) <= 8 else f"[{', '.join(map(str, xs[:5]))}, ..., {xs[-1]}]"
+    idx = video.sample_indices(total, fps)
+    secs = [int(s) for s in video.patch_timestamps(idx, fps)]
     print(f"{name:18} {len(idx):>3} frames {show(idx):38} patch seconds {show(secs)}")
 
 # %% [markdown]
@@ -103,9 +115,9 @@ for name, (total, fps) in clips.items():
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print("shapes.mp4, 12 frames of 192x144 ->", V.video_size(12, 144, 192), "(h, w)")
+print("shapes.mp4, 12 frames of 192x144 ->", video.video_size(12, 144, 192), "(h, w)")
 for frames in (20, 60, 200, 600):
-    h, w = V.video_size(frames, 720, 1280)
+    h, w = video.video_size(frames, 720, 1280)
     print(f"720p, {frames:>3} frames -> {w}x{h} px, {(h // 28) * (w // 28):>4} tokens per temporal patch, "
           f"{frames // 2 * (h // 28) * (w // 28):>6} in all")
 
@@ -119,7 +131,7 @@ for frames in (20, 60, 200, 600):
 
 # %%
 # NBVAL_CHECK_OUTPUT
-vin = V.preprocess_videos([CLIP])
+vin = video.preprocess_videos([CLIP])
 grid = vin.video_grid_thw[0].tolist()
 t, gh, gw = grid
 print("pixel_values_videos", tuple(vin.pixel_values_videos.shape), "| video_grid_thw", vin.video_grid_thw.tolist())
@@ -128,18 +140,23 @@ print("timestamps per temporal patch", vin.timestamps[0])
 
 # %%
 frames = unpatchify(vin.pixel_values_videos, grid)  # (T, h, w, 3): the two frames inside each temporal patch
-fig, axes = plt.subplots(2, 3, figsize=(9, 4), dpi=72)
+fig, axes = plt.subplots(2, 3, figsize=(10, 4.4), dpi=100)
+diffs = [np.abs(frames[2 * k].astype(int) - frames[2 * k + 1].astype(int)).sum(-1) for k in range(3)]
+top = max(d.max() for d in diffs)
 for k in range(3):
     a, b = frames[2 * k], frames[2 * k + 1]
     axes[0, k].imshow(np.concatenate([a, np.full((a.shape[0], 4, 3), 255, np.uint8), b], axis=1))
     axes[0, k].set_title(f"temporal patch {k}: frames {clip.indices[2 * k]} and {clip.indices[2 * k + 1]}",
                          fontsize=9)
-    diff = np.abs(a.astype(int) - b.astype(int)).sum(-1)
-    axes[1, k].imshow(diff, cmap="magma")
+    shown = axes[1, k].imshow(diffs[k], cmap="magma", vmin=0, vmax=top)   # one scale for the three pairs
     axes[1, k].set_title("what changes inside the pair", fontsize=9)
 for ax in axes.flat:
-    ax.set_xticks([]); ax.set_yticks([])
+    ax.set_xlabel("x (px)", fontsize=8)
+    ax.tick_params(labelsize=7)
+for ax in axes[:, 0]:
+    ax.set_ylabel("y (px)", fontsize=8)
 fig.tight_layout()
+fig.colorbar(shown, ax=list(axes[1]), label="|a - b|, sum over RGB")
 plt.show()
 
 
@@ -156,19 +173,23 @@ plt.show()
 
 # %%
 def video_tokens(seconds, fps, height, width):
-    idx = V.sample_indices(max(1, round(seconds * fps)), fps)
-    h, w = V.video_size(len(idx), height, width)
+    idx = video.sample_indices(max(1, round(seconds * fps)), fps)
+    h, w = video.video_size(len(idx), height, width)
     per_patch = (h // 28) * (w // 28)
     return len(idx) // 2 * per_patch
 
+
 durations = np.unique(np.round(np.geomspace(1, 900, 60), 1))
-fig, ax = plt.subplots(figsize=(8, 3.6), dpi=72)
+fig, ax = plt.subplots(figsize=(8, 3.6), dpi=100)
 for (hh, ww), style in zip([(1080, 1920), (720, 1280), (144, 192)], ["-", "--", ":"]):
     ax.plot(durations, [video_tokens(d, 30, hh, ww) for d in durations], style, label=f"{ww}x{hh} @ 30 fps")
-ax.axvline(300, color="gray", lw=0.8); ax.text(310, 1500, "300 s cap", fontsize=9, color="gray")
+ax.axvline(300, color="gray", lw=0.8)
+ax.text(310, 1500, "300 s cap", fontsize=9, color="gray")
 ax.axhline(30000, color="gray", lw=0.8, ls="-.")
-ax.set_xscale("log"); ax.set_yscale("log")
-ax.set_xlabel("clip duration (s)"); ax.set_ylabel("<|image|> tokens in the prompt")
+ax.set_xscale("log")
+ax.set_yscale("log")
+ax.set_xlabel("clip duration (s)")
+ax.set_ylabel("<|image|> tokens in the prompt")
 ax.set_title("video tokens against duration (the pixel budget caps them near 30 000)", fontsize=10)
 ax.legend(fontsize=8)
 plt.show()
@@ -183,14 +204,11 @@ for d in (6, 60, 300, 900):
 #
 # The processor puts it together. The tokenizer here is a small byte-level BPE trained on a few sentences
 # (`minglm4v.tokenizer.train_tokenizer`) with GLM-4.1V's special tokens at the ids of the `tiny()` config; the real
-# checkpoint ships its own `tokenizer.json`. Below, runs of `<|image|>` are collapsed.
+# checkpoint ships its own `tokenizer.json`. Below, runs of `<|image|>` are collapsed, and the other tokens are
+# printed as vocabulary entries, where `Ċ` is a newline and `Ġ` a space (the byte-level markers of chapter 05).
 
 # %%
 # NBVAL_CHECK_OUTPUT
-from minglm4v import tiny
-from minglm4v.processor import Processor, ProcessorError
-from minglm4v.tokenizer import train_tokenizer
-
 corpus = ["Which way does the ball move? Left, right, up, down.", "How many shapes are there? One, two, three.",
           "A red square slides to the right while a blue ball bounces.", "Describe this video in one sentence."] * 4
 tok = train_tokenizer(corpus, vocab_size=400)
@@ -200,7 +218,8 @@ conv = [{"role": "user", "content": [{"type": "video", "video": str(CLIP)}, {"ty
 inputs = proc.apply_chat_template(conv)
 print({k: tuple(v.shape) for k, v in inputs.items()})
 
-def show(ids):
+
+def collapsed(ids):
     out, run = [], 0
     for i in ids + [-1]:
         if i == proc.image_token_id:
@@ -213,7 +232,8 @@ def show(ids):
             out.append(tok.id_to_token(i))
     return " ".join(out)
 
-print(show(inputs["input_ids"][0].tolist()))
+
+print(collapsed(inputs["input_ids"][0].tolist()))
 
 # %% [markdown]
 # Six blocks of 5 × 7 = 35 `<|image|>` tokens, each followed by its second: 0 … 5. `<|video|>` itself is gone; the
@@ -241,13 +261,14 @@ for k, start in enumerate(blocks[:3]):
 print("length", ids.shape[1], "| largest position", pos.max().item(), "| rope_delta", delta.item())
 
 # %%
-fig, ax = plt.subplots(figsize=(9, 3.4), dpi=72)
+fig, ax = plt.subplots(figsize=(9, 3.4), dpi=100)
 x = np.arange(ids.shape[1])
 for axis, (name, style) in enumerate(zip("thw", ["o-", "s--", "^:"])):
     ax.plot(x, pos[axis, 0].numpy() + 0.15 * (axis - 1), style, ms=2, lw=0.7, label=name)
 for i in np.flatnonzero((types == 2).numpy()):
     ax.axvspan(i - 0.5, i + 0.5, color="tab:green", alpha=0.12, lw=0)
-ax.set_xlabel("token index"); ax.set_ylabel("position")
+ax.set_xlabel("token index")
+ax.set_ylabel("position")
 ax.set_title("t, h, w positions of the video prompt (shaded: video tokens, one block per temporal patch)",
              fontsize=10)
 ax.legend(loc="upper left", fontsize=8)
@@ -288,8 +309,6 @@ except ProcessorError as e:
 
 # %%
 # NBVAL_CHECK_OUTPUT
-from minglm4v.model import Glm4vForConditionalGeneration
-
 torch.manual_seed(0)
 model = Glm4vForConditionalGeneration(cfg).eval()
 out = model.generate(**inputs, max_new_tokens=12, do_sample=False, eos_token_id=[999])
