@@ -274,7 +274,7 @@ def arrivals(inputs, n):
     return times
 
 
-n_timeline = 128 if REAL else 48
+n_timeline = 128 if REAL else 32
 timeline = [statistics.median(ts) for ts in zip(*(arrivals(image_inputs, n_timeline) for _ in range(3)))]
 fig, ax = plt.subplots(figsize=(8, 3.2), dpi=100)
 ax.plot(range(1, len(timeline) + 1), [1e3 * t for t in timeline], ".-", ms=3, lw=0.8)
@@ -311,7 +311,7 @@ torch._dynamo.reset()
 if REAL:
     step = torch.compile(decode_step, mode="reduce-overhead", fullgraph=True)
 else:  # on the CPU: only check that the step is captured whole. The "eager" backend runs the captured graph as it
-    # is, without optimising it, so no speed-up is expected; the two generate_static rows differ only by timing noise.
+    # is, without optimising it, so no speed-up is expected (its guard checks on every call can even cost a little).
     # (inductor would optimise, but adds a C++ compile of about 30 s here.)
     step = torch.compile(decode_step, fullgraph=True, backend="eager")
 kw = dict(max_new_tokens=n, eos_token_id=[NEVER])
