@@ -8,7 +8,7 @@ TORCH       ?= torch==2.13.0
 TORCH_INDEX ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast chapters clean
+.PHONY: venv demo test test-fast chapters chapters-check clean
 
 venv: $(STAMP)
 
@@ -28,11 +28,23 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest tests -x -q
 
-# Re-execute every chapter in place (outputs are committed).
+# Rebuild every chapter notebook from its jupytext source (chapters/src/NN_name.py -> chapters/NN_name.ipynb) and
+# execute it in place (outputs are committed). Runs from the repository root whatever the working directory, and the
+# kernel imports this tree's minglm4v.
+# One chapter only: `make chapters CHAPTERS=chapters/src/03_mrope.py`.
+ROOT := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))
+CHAPTERS ?= chapters/src/[0-9][0-9]_*.py
 chapters: $(STAMP)
-	for nb in chapters/*.ipynb; do \
-	  $(PY) -m jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=600 "$$nb" || exit 1; \
+	cd "$(ROOT)" && for src in $(CHAPTERS); do \
+	  nb="chapters/$$(basename "$$src" .py).ipynb"; \
+	  $(PY) -m jupytext --quiet --update --to notebook --output "$$nb" "$$src" || exit 1; \
+	  PYTHONPATH="$(ROOT)" $(PY) -m jupyter nbconvert --to notebook --execute --inplace \
+	    --ExecutePreprocessor.timeout=600 "$$nb" || exit 1; \
 	done
+
+# Only check that every notebook still matches its source (no execution).
+chapters-check: $(STAMP)
+	cd "$(ROOT)" && $(PY) -m pytest tests/test_chapters.py -q -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) build *.egg-info
