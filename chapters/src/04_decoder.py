@@ -115,12 +115,12 @@ with torch.device("meta"):
 a = layer9.self_attn
 B, L = 1, 10
 x = torch.empty(B, L, t9.hidden_size, device="meta")
-q = a.q_proj(x).view(B, L, a.H, a.D).transpose(1, 2)
-k = a.k_proj(x).view(B, L, a.Hkv, a.D).transpose(1, 2)
+q = a.q_proj(x).view(B, L, a.num_heads, a.head_dim).transpose(1, 2)
+k = a.k_proj(x).view(B, L, a.num_kv_heads, a.head_dim).transpose(1, 2)
 print("x           ", tuple(x.shape), "  (B, L, C)")
 print("q           ", tuple(q.shape), "  (B, H, L, D)")
 print("k, v        ", tuple(k.shape), "  (B, Hkv, L, D)")
-print("k repeated  ", tuple(k.repeat_interleave(a.H // a.Hkv, dim=1).shape), "  (B, H, L, D)")
+print("k repeated  ", tuple(k.repeat_interleave(a.num_heads // a.num_kv_heads, dim=1).shape), "  (B, H, L, D)")
 print("KV head j serves query heads", [list(range(j * 16, j * 16 + 16))[::15] for j in range(2)], "(first, last)")
 for name, p in layer9.named_parameters():
     print(f"{name:36} {str(tuple(p.shape)):14} {p.numel():>12,}")

@@ -38,7 +38,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from minglm4v import tinyvqa, weights
+from minglm4v import hub, tinyvqa, weights
 from minglm4v.cache import kv_bytes_per_token
 from minglm4v.chat import split_thinking
 from minglm4v.config import Glm4vConfig, glm41v_9b, tiny
@@ -55,7 +55,7 @@ DATA = ROOT / "data"
 # %% [markdown]
 # ## 1. Find the checkpoint
 #
-# `weights.find_checkpoint()` looks at `$MINGLM4V_9B` (then `$GLM41V_PATH`), then the Hugging Face cache for
+# `hub.find_checkpoint()` looks at `$MINGLM4V_9B` (then `$GLM41V_PATH`), then the Hugging Face cache for
 # `zai-org/GLM-4.1V-9B-Thinking` and its old name `THUDM/GLM-4.1V-9B-Thinking` (complete snapshots only: every shard
 # the index lists must be there). It downloads only when `MINGLM4V_DOWNLOAD=1`, and only then imports
 # `huggingface_hub`.
@@ -63,7 +63,7 @@ DATA = ROOT / "data"
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-path_9b, how = weights.find_checkpoint()
+path_9b, how = hub.find_checkpoint()
 gpu = torch.cuda.is_available()
 print("checkpoint:", path_9b, "|", how)
 print("GPU:", torch.cuda.get_device_name(0) if gpu else "none")
