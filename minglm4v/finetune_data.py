@@ -137,4 +137,7 @@ def batch(processor, convs: Sequence[list[dict]]) -> dict:
     for b, (r, t) in enumerate(zip(rows, targets)):
         out["input_ids"][b, L - len(r):], out["attention_mask"][b, L - len(r):] = torch.tensor(r), 1
         out["labels"][b, L - len(r):] = torch.tensor(t)
+    if "mm_token_type_ids" in inputs:  # the rows grew by their stop token: count the types again
+        out["mm_token_type_ids"] = torch.tensor([[0] * (L - len(r)) + processor.mm_token_type_ids(r) for r in rows],
+                                                dtype=torch.long)  # (B, L)
     return out

@@ -480,9 +480,9 @@ def test_shipped_adapter_in_peft_and_transformers_answers_like_ours():
     hf = transformers.Glm4vForConditionalGeneration.from_pretrained(T.CHECKPOINT).eval()
     peft_model = PeftModel.from_pretrained(hf, T.CHECKPOINT.parent / "tiny-glm4v-lora").eval()
     inputs = processor.apply_chat_template([e.conversation() for e in exs])
-    types = (inputs["input_ids"] == 9).long()  # mm_token_type_ids: 1 on image tokens
+    assert torch.equal(inputs["mm_token_type_ids"], (inputs["input_ids"] == 9).long())  # 1 on image tokens
     real = inputs["attention_mask"].bool()  # left padding: compare the real positions
-    oracle.assert_close(ours(**inputs)[real], peft_model(**inputs, mm_token_type_ids=types).logits[real],
+    oracle.assert_close(ours(**inputs)[real], peft_model(**inputs).logits[real],
                         atol=ATOL, what="shipped adapter: ours vs peft")
     assert T.answer_batch(ours, processor, exs) == [e.answer for e in exs]
 
