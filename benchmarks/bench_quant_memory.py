@@ -1,4 +1,4 @@
-"""Peak memory of quantizing while loading: `load_quantized(folder, "int8" | "int4")` against the bf16 load, on the
+"""Peak memory of quantizing while loading: `load(folder, quantize="int8" | "int4")` against the bf16 load, on the
 synthetic checkpoint with the real 9B widths of benchmarks/bench_load_memory.py (written once to a temporary
 folder, not committed).
 
@@ -41,7 +41,6 @@ def status(key):
     return int(open("/proc/self/status").read().split(key + ":")[1].split()[0]) * 1024
 from minglm4v import tiny, weights
 from minglm4v.quant import model_bytes
-from minglm4v.quant_load import load_quantized
 weights.build(tiny(), "meta")
 how, folder = sys.argv[1], sys.argv[2]
 before = status("VmRSS")
@@ -50,7 +49,8 @@ if how == "bf16":
     model = weights.load(folder)
 else:
     scheme, _, vision = how.partition("+")
-    model = load_quantized(folder, scheme, 128, quantize_vision=bool(vision))
+    model = weights.load(folder, quantize=scheme, group_size=128 if scheme == "int4" else None,
+                         quantize_vision=bool(vision))
 t1 = time.perf_counter()
 with torch.no_grad():  # touch every 4 KiB page of every weight
     tensors = list(model.parameters()) + list(model.buffers())
