@@ -139,7 +139,12 @@ def _fill_stored(model, ckpt, config, scheme, group_size, quantize_vision, dtype
     _check_filled(model)
     for m in model.modules():
         if isinstance(m, QuantLinear):
+            rows = [m.qweight, m.scales] + ([m.zeros] if m.scheme == "int4" else [])
             m.pack()
+            if m.layout != "rows":  # repacked for the kernel: the file's pages of the row layout are not needed
+                for t in rows:
+                    _release(t)
+            del rows
     return weights.LoadReport(tuple(p.name for p in ckpt.files), n, n_params, s_dtype, n_bytes, ckpt.folder)
 
 
