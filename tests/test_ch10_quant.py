@@ -1,9 +1,10 @@
 """Chapter 10: weight-only int8 / int4 quantization.
 
 The math by hand on small matrices (codes, scales, error bounds, zero and constant rows), odd widths refused, the
-packed kernels against the reference path, the documented checkpoint layout, quantizing while loading equal to
-quantizing a loaded model, a saved quantized checkpoint read back exactly, generation (eager, static, compiled)
-on a quantized model, and the held-out TinyVQA accuracy of the shipped model in fp32, bf16, int8 and int4.
+packed kernels against the reference path, the documented checkpoint layout, quantizing while loading
+(`load(quantize=...)`) equal to quantizing a loaded model, a saved quantized checkpoint read back exactly and broken
+ones refused, generation (eager, static, compiled) on a quantized model, and the held-out TinyVQA accuracy of the
+shipped model in fp32, bf16, int8 and int4.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch import nn
 
 from minglm4v import tinyvqa as T
 from minglm4v import weights
-from minglm4v.checkpoint import read_checkpoint
+from minglm4v.checkpoint import iter_checkpoint, read_checkpoint
 from minglm4v.errors import CheckpointError, QuantError
 from minglm4v.fast import decode_step, generate_static
 from minglm4v.generation import generate
@@ -257,6 +258,22 @@ def test_quantizing_while_loading_equals_quantizing_a_loaded_model(scheme, dtype
     assert got.load_report.tensors == len(names) and got.load_report.dtype == dtype
     assert got.quantization_config == got.config.quantization_config == quantization_config(scheme, 64, False, dtype)
     assert torch.equal(_logits(got), _logits(want))
+
+
+def test_released_file_pages_read_back_the_same_values():
+    """Quantizing while loading gives a weight's file pages back to the kernel; a page touched again is re-read from
+    the file, and a tensor that is not a view of the file is left alone."""
+    from minglm4v.quant_load import _release
+
+    name, view = max(iter_checkpoint(CKPT), key=lambda kv: kv[1].numel())  # a view of the mapped file
+    assert view.numel() * 4 > 4 * 4096 and not view.untyped_storage().resizable()
+    before = view.clone()
+    _release(view)
+    assert torch.equal(view, before), name
+    own = torch.randn(64, 1024, generator=gen(12))
+    kept = own.clone()
+    _release(own)
+    assert torch.equal(own, kept)
 
 
 @pytest.mark.parametrize("scheme,dtype,shard", [("int8", torch.float32, "5GB"), ("int4", torch.bfloat16, "200KB")])
