@@ -66,6 +66,8 @@ def load_quantized_state(config: Glm4vConfig, folder: Path, scheme, group_size, 
 
 def _settings(scheme, group_size, quantize_vision) -> tuple[str, int | None, bool]:
     """(scheme, group_size, quantize_vision) as asked, defaults filled; group_size is int4's alone."""
+    if quantize_vision is not None and not isinstance(quantize_vision, bool):
+        raise QuantError(f"quantize_vision={quantize_vision!r} must be True or False (or None: False)")
     if scheme == "int8" and group_size is not None:
         raise QuantError(f"group_size={group_size} with quantize='int8': int8 has one scale per output channel, "
                          "groups are int4's; leave group_size out, or use quantize='int4'")

@@ -310,6 +310,10 @@ def test_quantize_settings_are_checked(tmp_path):
         weights.load(CKPT, group_size=64)
     with pytest.raises(QuantError, match="int3"):
         weights.load(CKPT, quantize="int3")
+    with pytest.raises(QuantError, match="True or False"):
+        weights.load(CKPT, quantize="int8", quantize_vision="yes")
+    with pytest.raises(QuantError, match="group"):
+        weights.load(CKPT, quantize="int4", group_size=48)
 
 
 def _rewrite(folder, edit) -> None:
