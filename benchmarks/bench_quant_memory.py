@@ -1,6 +1,6 @@
-"""Peak memory of quantizing while loading: `load_quantized(folder, "int8" | "int4")` against the bf16 load, on the
+"""Peak memory of quantizing while loading: `load(folder, quantize="int8" | "int4")` against the bf16 load, on the
 synthetic checkpoint with the real 9B widths of benchmarks/bench_load_memory.py (written once to a temporary
-folder, not committed).
+folder, not committed; the int4 checkpoint saved from it goes beside it, in <folder>-int4).
 
 Each load runs in a fresh subprocess; after loading, every page of every weight is touched once (what a first
 forward pass does), and the table reports how far the peak RSS (VmHWM) rose above the RSS after imports, against
@@ -41,22 +41,26 @@ def status(key):
     return int(open("/proc/self/status").read().split(key + ":")[1].split()[0]) * 1024
 from minglm4v import tiny, weights
 from minglm4v.quant import model_bytes
-from minglm4v.quant_load import load_quantized
 weights.build(tiny(), "meta")
 how, folder = sys.argv[1], sys.argv[2]
 before = status("VmRSS")
 t0 = time.perf_counter()
-if how == "bf16":
+if how == "bf16" or how.startswith("saved"):  # saved: a quantized checkpoint, read back as its config records
     model = weights.load(folder)
 else:
     scheme, _, vision = how.partition("+")
-    model = load_quantized(folder, scheme, 128, quantize_vision=bool(vision))
+    model = weights.load(folder, quantize=scheme, group_size=128 if scheme == "int4" else None,
+                         quantize_vision=bool(vision))
 t1 = time.perf_counter()
 with torch.no_grad():  # touch every 4 KiB page of every weight
     tensors = list(model.parameters()) + list(model.buffers())
     total = sum(float(t.detach().reshape(-1)[::2048].float().sum()) for t in tensors)
 print(before, t1 - t0, status("VmHWM"), model_bytes(model))
 """
+
+
+SAVE = "import sys; from minglm4v import weights; " \
+       "weights.save(weights.load(sys.argv[1], quantize='int4'), sys.argv[2], sys.argv[3])"
 
 
 def run(how: str, folder: Path) -> dict:
@@ -87,9 +91,12 @@ def main():
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args()
     nbytes = write_checkpoint(args.folder, args.layers, args.depth, args.shard)
-    hows = ["bf16", "int8", "int4", "int4+vision"]
-    runs = {h: min((run(h, args.folder) for _ in range(args.repeats)), key=lambda r: r["grow"]) for h in hows}
-    targets = {"int8": 0.55, "int4": 0.30, "int4+vision": 0.30}
+    saved = args.folder.with_name(args.folder.name + "-int4")
+    subprocess.run([sys.executable, "-c", SAVE, str(args.folder), str(saved), args.shard], check=True, cwd=ROOT)
+    hows = {"bf16": args.folder, "int8": args.folder, "int4": args.folder, "int4+vision": args.folder,
+            "saved int4": saved}
+    runs = {h: min((run(h, f) for _ in range(args.repeats)), key=lambda r: r["grow"]) for h, f in hows.items()}
+    targets = {"int8": 0.55, "int4": 0.30, "int4+vision": 0.30, "saved int4": 0.30}
     lines = [
         "### Quantizing while loading: peak memory, 9B widths, a few layers",
         "",
@@ -97,7 +104,8 @@ def main():
         f"({args.layers} text layers, {args.depth} vision blocks, **{nbytes / 1e9:.2f} GB** of bf16 tensors), each "
         "load in a fresh process, every weight touched after loading; peak RSS growth above the RSS after imports. "
         "`held` is what the loaded model's tensors take; `9B floor` is that ratio for the real 40-layer model "
-        "(counted on the meta device), the best any loader can reach. Quantized with groups of 128.",
+        "(counted on the meta device), the best any loader can reach. Quantized with groups of 128; `saved int4` "
+        "reads back the int4 checkpoint `minglm4v.save` wrote of that model (plain `load(folder)`).",
         "",
         "| load | seconds | peak RSS growth | × bf16 bytes | held × bf16 | target | met | 9B floor × bf16 |",
         "|---|---|---|---|---|---|---|---|",
@@ -106,7 +114,7 @@ def main():
         ratio = r["grow"] / nbytes
         want = targets.get(h)
         met = "—" if want is None else ("yes" if ratio <= want else "**no**")
-        scheme, _, vision = h.partition("+")
+        scheme, _, vision = h.removeprefix("saved ").partition("+")
         lines.append(f"| `{h}` | {r['seconds']:.1f} | {r['grow'] / 1e9:.2f} GB | {ratio:.2f} | "
                      f"{r['held'] / nbytes:.2f} | {'—' if want is None else f'≤ {want}'} | {met} | "
                      f"{floor_9b(scheme, bool(vision)):.2f} |")

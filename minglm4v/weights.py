@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -40,6 +40,7 @@ from .errors import CheckpointError, CheckpointNotFoundError
 from .hub import resolve_checkpoint
 from .model import Glm4vForConditionalGeneration
 from .paths import local_path
+from .safetensors_io import DTYPES
 
 COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 STORED_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}  # safetensors names
@@ -93,8 +94,10 @@ def stored_dtype(ckpt: Checkpoint) -> torch.dtype:
     return STORED_DTYPES[next(iter(seen))] if seen else torch.float32
 
 
-def _check_against(model: nn.Module, ckpt: Checkpoint) -> dict[str, torch.Tensor]:
-    """Every tensor of the checkpoint is a parameter of `model` with its shape, in a float dtype; none is missing."""
+def _check_against(model: nn.Module, ckpt: Checkpoint, exact_dtype: bool = False) -> dict[str, torch.Tensor]:
+    """Every tensor of the checkpoint is a parameter of `model` with its shape, in a float dtype; none is missing.
+    exact_dtype=True (a quantized checkpoint, quant_load.py): each must be stored in the dtype of the model's own
+    tensor (int8 / uint8 codes, scales in the compute dtype)."""
     expected = dict(model.state_dict(keep_vars=True))  # name -> meta tensor (shapes only)
     for h in ckpt.headers:
         for name, info in h.tensors.items():
@@ -103,7 +106,12 @@ def _check_against(model: nn.Module, ckpt: Checkpoint) -> dict[str, torch.Tensor
                 raise CheckpointError(f"{where} is not a parameter of GLM-4.1V ({type(model).__name__}); is "
                                       "this a GLM-4.1V checkpoint in the published layout (model.visual.*, "
                                       "model.language_model.*, lm_head.weight)?")
-            if info["dtype"] not in STORED_DTYPES:
+            if exact_dtype:
+                if DTYPES[info["dtype"]] != expected[name].dtype:
+                    raise CheckpointError(f"{where} is stored as {info['dtype']}; the quantized layout its "
+                                          f"config.json records has {expected[name].dtype} there (see "
+                                          "minglm4v/quant.py); the weights and the config do not belong together")
+            elif info["dtype"] not in STORED_DTYPES:
                 raise CheckpointError(f"{where} is stored as {info['dtype']}; GLM-4.1V weights are floating point "
                                       f"({sorted(STORED_DTYPES)})")
             shape, want = tuple(info["shape"]), tuple(expected[name].shape)
@@ -150,8 +158,9 @@ def _assign(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
         module._buffers[leaf] = tensor
 
 
-def load(path, dtype=None, device: str | torch.device = "cpu", mmap: bool = True, *,
-         progress: bool | None = None, allow_download: bool = False) -> Glm4vForConditionalGeneration:
+def load(path, dtype=None, device: str | torch.device = "cpu", mmap: bool = True, *, quantize: str | None = None,
+         group_size: int | None = None, quantize_vision: bool | None = None, progress: bool | None = None,
+         allow_download: bool = False) -> Glm4vForConditionalGeneration:
     """Load a GLM-4.1V checkpoint onto `device`; `model.config` is its config.
 
     path: a checkpoint folder (str, Path or file:// URL) or a Hugging Face Hub id ("zai-org/GLM-4.1V-9B-Thinking")
@@ -165,6 +174,11 @@ def load(path, dtype=None, device: str | torch.device = "cpu", mmap: bool = True
         (copy-on-write): loading is nearly instant and the weights are read on first use. The price: rewriting a
         checkpoint file while a model loaded from it is alive ends the process with SIGBUS, as with any
         memory-mapped loader. False reads the weights into memory the process owns.
+    quantize: None (the default), "int8" or "int4": quantize the decoder's and lm_head's Linears as their weights are
+        read (quant_load.py), so memory never holds the float model. group_size: int4's group of input columns (32,
+        64 or 128; None: 128); quantize_vision: the vision tower's Linears too (None: no). A quantized checkpoint
+        (config.json has a "quantization_config") is read back exactly with quantize=None; any setting given must
+        then match the stored one.
     progress: one line per shard on stderr; None (the default) prints only when stderr is a terminal.
 
     The model is in eval mode with `requires_grad=False` parameters (inference; call `.requires_grad_()` to train);
@@ -178,7 +192,15 @@ def load(path, dtype=None, device: str | torch.device = "cpu", mmap: bool = True
     if not (folder / "config.json").is_file():
         raise CheckpointNotFoundError(f"{folder / 'config.json'} not found: a checkpoint folder needs its "
                                       "config.json next to the safetensors files")
-    model = build(Glm4vConfig.from_pretrained(folder), "meta")
+    config = Glm4vConfig.from_pretrained(folder)
+    if (quantize is not None or group_size is not None or quantize_vision is not None
+            or config.quantization_config is not None):
+        from .quant_load import load_quantized_state  # quant_load builds on this module
+
+        model = load_quantized_state(config, folder, quantize, group_size, quantize_vision, dtype=dtype,
+                                     device=device, mmap=mmap, progress=progress)
+        return model.eval()
+    model = build(config, "meta")
     model.load_report = load_state(model, folder, dtype=dtype, device=device, mmap=mmap, progress=progress)
     return model.eval()
 
@@ -209,8 +231,12 @@ def save(model: Glm4vForConditionalGeneration, folder: str | Path, max_shard_siz
     Safe over an existing checkpoint: everything is written into a temporary folder first and swapped in only
     when complete (a full disk or an error midway leaves the previous checkpoint as it was); then only the files
     the previous save wrote (what its index lists, or its model.safetensors) are removed, never other files such as
-    `model_ema.safetensors` or the tokenizer. Returns the files written."""
+    `model_ema.safetensors` or the tokenizer. A quantized model (quant.py) is written in the layout quant.py
+    documents, and config.json records its `quantization_config`, so `load` reads it back exactly. Returns the
+    files written."""
     folder = local_path(folder, "save folder", CheckpointError)
+    # the record describes the weights written: the model's own quantization settings, or none for a float model
+    config = replace(model.config, quantization_config=getattr(model, "quantization_config", None))
     limit = parse_size(max_shard_size)
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
@@ -223,7 +249,7 @@ def save(model: Glm4vForConditionalGeneration, folder: str | Path, max_shard_siz
         size += nbytes
 
     def write(tmp: Path) -> list[str]:
-        model.config.save_pretrained(tmp)
+        config.save_pretrained(tmp)
         if len(shards) == 1:
             _write_shard(shards[0], tmp / SINGLE)
             return ["config.json", SINGLE]

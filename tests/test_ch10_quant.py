@@ -1,9 +1,10 @@
 """Chapter 10: weight-only int8 / int4 quantization.
 
 The math by hand on small matrices (codes, scales, error bounds, zero and constant rows), odd widths refused, the
-packed kernels against the reference path, the documented checkpoint layout, quantizing while loading equal to
-quantizing a loaded model, a saved quantized checkpoint read back exactly, generation (eager, static, compiled)
-on a quantized model, and the held-out TinyVQA accuracy of the shipped model in fp32, bf16, int8 and int4.
+packed kernels against the reference path, the documented checkpoint layout, quantizing while loading
+(`load(quantize=...)`) equal to quantizing a loaded model, a saved quantized checkpoint read back exactly and broken
+ones refused, generation (eager, static, compiled) on a quantized model, and the held-out TinyVQA accuracy of the
+shipped model in fp32, bf16, int8 and int4.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from torch import nn
 
 from minglm4v import tinyvqa as T
 from minglm4v import weights
-from minglm4v.errors import QuantError
+from minglm4v.checkpoint import iter_checkpoint, read_checkpoint
+from minglm4v.errors import CheckpointError, QuantError
 from minglm4v.fast import decode_step, generate_static
 from minglm4v.generation import generate
 from minglm4v.processor import load_processor
@@ -229,27 +231,153 @@ def test_prepare_on_meta_names_the_layers():
                for n in names)
 
 
-@pytest.mark.parametrize("scheme,dtype", [("int8", torch.float32), ("int4", torch.bfloat16)])
-def test_quantizing_while_loading_equals_quantizing_a_loaded_model(scheme, dtype, tmp_path):
+def _group(scheme: str, G: int = 64) -> int | None:
+    return G if scheme == "int4" else None  # int8 has one scale per row: no group size to give
+
+
+def _same_state(a: nn.Module, b: nn.Module) -> bool:
+    x, y = a.state_dict(), b.state_dict()
+    return x.keys() == y.keys() and all(x[k].dtype == y[k].dtype and torch.equal(x[k], y[k]) for k in x)
+
+
+def _logits(model) -> torch.Tensor:
+    ids = torch.randint(13, 384, (2, 12), generator=gen(11))  # text ids (the specials are 0..12)
+    with torch.no_grad():
+        return model(ids)
+
+
+@pytest.mark.parametrize("scheme,dtype,mmap", [("int8", torch.float32, True), ("int8", torch.bfloat16, False),
+                                               ("int4", torch.float32, True), ("int4", torch.bfloat16, True)])
+def test_quantizing_while_loading_equals_quantizing_a_loaded_model(scheme, dtype, mmap):
+    """float32 with mmap: each weight is a view of the file, quantized, its pages released; bfloat16: converted."""
     want = weights.load(CKPT, dtype=dtype)
     quantize_model(want, scheme, 64)
-    got = load_quantized(CKPT, scheme, 64, dtype=dtype)
-    a, b = want.state_dict(), got.state_dict()
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    # and the saved quantized checkpoint reads back exactly, scheme recorded in config.json
-    save_quantized(got, tmp_path / "q")
+    got = weights.load(CKPT, dtype=dtype, mmap=mmap, quantize=scheme, group_size=_group(scheme))
+    assert _same_state(want, got)
+    names = read_checkpoint(CKPT).tensors()
+    assert got.load_report.tensors == len(names) and got.load_report.dtype == dtype
+    assert got.quantization_config == got.config.quantization_config == quantization_config(scheme, 64, False, dtype)
+    assert torch.equal(_logits(got), _logits(want))
+
+
+def test_released_file_pages_read_back_the_same_values():
+    """Quantizing while loading gives a weight's file pages back to the kernel; a page touched again is re-read from
+    the file, and a tensor that is not a view of the file is left alone."""
+    from minglm4v.quant_load import _release
+
+    name, view = max(iter_checkpoint(CKPT), key=lambda kv: kv[1].numel())  # a view of the mapped file
+    assert view.numel() * 4 > 4 * 4096 and not view.untyped_storage().resizable()
+    before = view.clone()
+    _release(view)
+    assert torch.equal(view, before), name
+    own = torch.randn(64, 1024, generator=gen(12))
+    kept = own.clone()
+    _release(own)
+    assert torch.equal(own, kept)
+
+
+@pytest.mark.parametrize("scheme,dtype,shard", [("int8", torch.float32, "5GB"), ("int4", torch.bfloat16, "200KB")])
+def test_saved_quantized_checkpoint_reads_back_exactly(scheme, dtype, shard, tmp_path):
+    model = weights.load(CKPT, dtype=dtype, quantize=scheme, group_size=_group(scheme))
+    written = weights.save(model, tmp_path / "q", max_shard_size=shard)  # plain save: the layout and the record
+    assert (len(written) > 3) == (shard == "200KB")  # config, shards and their index
     cfg = json.loads((tmp_path / "q" / "config.json").read_text())
     assert cfg["quantization_config"] == quantization_config(scheme, 64, False, dtype)
-    back = load_quantized(tmp_path / "q")
-    c = back.state_dict()
-    assert c.keys() == a.keys() and all(torch.equal(a[k], c[k]) and a[k].dtype == c[k].dtype for k in a)
+    back = weights.load(tmp_path / "q")  # no quantize=: the record says how
+    assert _same_state(model, back) and back.quantization_config == model.quantization_config
+    assert torch.equal(_logits(back), _logits(model))
+    for m in (weights.load(tmp_path / "q", mmap=False), load_quantized(tmp_path / "q", scheme, _group(scheme))):
+        assert _same_state(model, m)  # the same scheme asked again is fine
+    save_quantized(back, tmp_path / "again")  # save_quantized = weights.save for a quantized model
+    assert _same_state(model, weights.load(tmp_path / "again"))
+    with pytest.raises(QuantError, match="not quantized"):
+        save_quantized(weights.load(CKPT), tmp_path / "float")
+
+
+def test_a_quantized_checkpoint_is_not_quantized_again_differently(tmp_path):
+    weights.save(weights.load(CKPT, quantize="int4", group_size=64), tmp_path / "q")
+    for kw in ({"quantize": "int8"}, {"quantize": "int4", "group_size": 128}, {"quantize_vision": True}):
+        with pytest.raises(QuantError, match="already quantized"):
+            weights.load(tmp_path / "q", **kw)
+    with pytest.raises(QuantError, match="quantized in torch.float32"):
+        weights.load(tmp_path / "q", dtype="bfloat16")
+
+
+def test_quantize_settings_are_checked(tmp_path):
+    with pytest.raises(QuantError, match="int8 has one scale per output channel"):
+        weights.load(CKPT, quantize="int8", group_size=64)
+    with pytest.raises(QuantError, match="only apply when quantizing"):
+        weights.load(CKPT, group_size=64)
+    with pytest.raises(QuantError, match="int3"):
+        weights.load(CKPT, quantize="int3")
+    with pytest.raises(QuantError, match="True or False"):
+        weights.load(CKPT, quantize="int8", quantize_vision="yes")
+    with pytest.raises(QuantError, match="group"):
+        weights.load(CKPT, quantize="int4", group_size=48)
+
+
+def _rewrite(folder, edit) -> None:
+    """Rewrite folder/model.safetensors with edit(tensors) applied."""
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "model.safetensors"
+    tensors = load_file(path)
+    edit(tensors)
+    save_file(tensors, path)
+
+
+LAYER = "model.language_model.layers.0.self_attn.o_proj"
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda t: t.update({LAYER + ".qweight": t[LAYER + ".qweight"].to(torch.int16)}), "stored as I16"),
+    (lambda t: t.update({LAYER + ".qweight": t[LAYER + ".qweight"].float()}), "stored as F32"),
+    (lambda t: t.update({LAYER + ".scales": t[LAYER + ".scales"].to(torch.bfloat16)}), "stored as BF16"),
+    (lambda t: t.update({LAYER + ".scales": t[LAYER + ".scales"][:, :1].contiguous()}), "has shape"),
+    (lambda t: t.update({LAYER + ".qweight": t[LAYER + ".qweight"][:, :-1].contiguous()}), "has shape"),
+    (lambda t: t.pop(LAYER + ".zeros"), "not in"),
+    (lambda t: t.update({LAYER + ".weight": torch.zeros(128, 128)}), "not a parameter"),
+])
+def test_bad_quantized_checkpoints_fail_clearly(edit, match, tmp_path):
+    weights.save(weights.load(CKPT, quantize="int4", group_size=64), tmp_path / "q")
+    _rewrite(tmp_path / "q", edit)
+    with pytest.raises(CheckpointError, match=match) as e:
+        weights.load(tmp_path / "q")
+    if match != "not in":
+        assert LAYER in str(e.value) and "model.safetensors" in str(e.value)  # the tensor and the file named
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"scheme": "int3"}, "int3"), ({"quant_method": "gptq"}, "another tool"), ({"group_size": 48}, "group_size|48"),
+    ({"scale_dtype": "int8"}, "not a compute dtype"), ({"format_version": 2}, "format_version"),
+])
+def test_unknown_quantization_config_fails_clearly(change, match, tmp_path):
+    weights.save(weights.load(CKPT, quantize="int4", group_size=64), tmp_path / "q")
+    path = tmp_path / "q" / "config.json"
+    cfg = json.loads(path.read_text())
+    cfg["quantization_config"].update(change)
+    path.write_text(json.dumps(cfg))
+    with pytest.raises(QuantError, match=match) as e:
+        weights.load(tmp_path / "q")
+    assert "config.json" in str(e.value)
+
+
+def test_from_pretrained_quantizes_while_loading(tmp_path):
+    pytest.importorskip("minglm4v.auto", reason="Glm4vForConditionalGeneration.from_pretrained lives in auto.py")
+    from minglm4v.model import Glm4vForConditionalGeneration
+
+    want = weights.load(CKPT, quantize="int4", group_size=64)
+    got = Glm4vForConditionalGeneration.from_pretrained(CKPT, dtype="auto", quantize="int4", group_size=64)
+    assert _same_state(want, got)
+    weights.save(got, tmp_path / "q")
+    assert _same_state(want, Glm4vForConditionalGeneration.from_pretrained(tmp_path / "q"))
     with pytest.raises(QuantError, match="already quantized"):
-        load_quantized(tmp_path / "q", "int4" if scheme == "int8" else "int8")
+        Glm4vForConditionalGeneration.from_pretrained(tmp_path / "q", quantize="int8")
 
 
 @pytest.mark.parametrize("scheme,dtype", [("int8", torch.float32), ("int4", torch.bfloat16)])
 def test_generate_static_and_compiled_step_on_a_quantized_model(scheme, dtype):
-    model = load_quantized(CKPT, scheme, 128, dtype=dtype)
+    model = weights.load(CKPT, dtype=dtype, quantize=scheme, group_size=_group(scheme, 128))
     proc = load_processor(CKPT)
     e = T.examples(TEST_SEED, 1, ["colour"])[0]
     inputs = proc.apply_chat_template([e.conversation()])
