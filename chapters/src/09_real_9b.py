@@ -47,6 +47,7 @@ from minglm4v.fast import decode_step, generate_static, timed_generate
 from minglm4v.generation import generate, generate_steps
 from minglm4v.patchify import load_image
 from minglm4v.processor import Processor, load_processor
+from minglm4v.quant import model_bytes, prepare
 
 torch.manual_seed(0)
 ROOT = Path.cwd().parent
@@ -151,6 +152,51 @@ axes[1].legend(fontsize=7, loc="upper right")
 fig.tight_layout()
 plt.show()
 
+# %% [markdown]
+# ### Which format fits
+#
+# Chapter 10 quantizes the decoder and `lm_head` to int8 or int4 while loading. This cell picks the largest format
+# that fits the free memory of the GPU: bf16, then int8, then int4, each needing its weights, an 8K-token KV cache,
+# about 0.6 GB of activations for a 1080p image (chapter 10's estimate) and a 1 GB allowance for the CUDA runtime.
+# Without a GPU it says what the CPU would do instead: decoding reads every decoder and `lm_head` weight once per
+# token, so the memory bandwidth measured here bounds the speed of the real 9B in int4.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+need, per_token = {}, {}
+for fmt in ("bf16", "int8", "int4"):
+    m9 = weights.build(glm41v_9b(), "meta").to(torch.bfloat16)
+    if fmt != "bf16":
+        prepare(m9, fmt, 128)
+    held = model_bytes(m9)
+    need[fmt] = held + 8192 * kv_9b + int(0.6e9) + int(1e9)
+    per_token[fmt] = held - model_bytes(m9.model.visual) - model_bytes(m9.model.language_model.embed_tokens)
+if gpu:
+    free_bytes = torch.cuda.mem_get_info()[0]
+    fits = [fmt for fmt in need if need[fmt] <= free_bytes]
+    FMT = fits[0] if fits else None
+    print(f"free GPU memory {free_bytes / 1e9:.1f} GB; needed: " +
+          ", ".join(f"{f} {b / 1e9:.1f} GB" for f, b in need.items()))
+    print(f"-> {FMT}: the largest format that fits" if FMT else "-> none fits: the 9B needs at least "
+          f"{need['int4'] / 1e9:.1f} GB in int4")
+else:
+    FMT = "bf16"
+    x = torch.empty(64 << 20, dtype=torch.float32).fill_(1.0)      # 256 MiB, far beyond the caches
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        x.sum()
+        times.append(time.perf_counter() - t0)
+    bandwidth = x.numel() * 4 / sorted(times)[2]                    # bytes / s, median of 5
+    ram = int(open("/proc/meminfo").read().split("MemAvailable:")[1].split()[0]) * 1024
+    print(f"no GPU. This CPU reads {bandwidth / 1e9:.1f} GB/s ({torch.get_num_threads()} thread(s), median of 5); "
+          f"{ram / 1e9:.1f} GB of RAM free")
+    for fmt in need:
+        print(f"  9B in {fmt}: {need[fmt] / 1e9:5.1f} GB needed, {'fits' if need[fmt] <= ram else 'does not fit'} "
+              f"in RAM; reads {per_token[fmt] / 1e9:.2f} GB per token -> at most "
+              f"{bandwidth / per_token[fmt]:.2f} tokens/s")
+    print("(an upper bound: chapter 10 measures how far below it each path decodes)")
+
 # %%
 # NBVAL_CHECK_OUTPUT
 n_run, bytes_run = weights.weight_bytes(Glm4vConfig.from_pretrained(path), torch.float32)
@@ -172,7 +218,8 @@ def rss_gb():
 
 
 rss0, t0 = rss_gb(), time.perf_counter()
-model = weights.load(path, device=device)
+# on a GPU: the format chosen above (int8/int4 quantize each weight as it is read)
+model = weights.load(path, device=device, quantize=None if not REAL or FMT == "bf16" else FMT)
 load_s = time.perf_counter() - t0
 proc = load_processor(path)
 r = model.load_report
