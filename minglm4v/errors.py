@@ -19,6 +19,8 @@ The classes, all defined here, by where they are raised:
     DeviceError             a device that is not there (e.g. "cuda" without a GPU)            (weights.py)
     TaskError               TinyVQA requests it cannot serve                                  (tinyvqa.py)
     CliError                command-line arguments that cannot be used                        (__main__.py)
+    ShippedDataError        a file that ships with minglm4v (data/) is missing                (resources.py)
+    LoadArgumentError       from_pretrained / pipeline arguments that cannot be honoured      (auto.py, pipeline.py)
 """
 
 
@@ -84,3 +86,11 @@ class VisionInputError(InputError):
 
 class CliError(MinGlmError, ValueError):
     """A command-line argument that cannot be used."""
+
+
+class ShippedDataError(MinGlmError, FileNotFoundError):
+    """A file that ships with minglm4v (the default checkpoint, a demo picture) is missing: an incomplete install."""
+
+
+class LoadArgumentError(MinGlmError, ValueError):
+    """A transformers-style argument (from_pretrained, pipeline) that minglm4v cannot honour."""
