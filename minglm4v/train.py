@@ -230,9 +230,10 @@ def main(argv=None) -> int:
                         help="torch CPU threads (1 is quickest for this small model on a busy CPU)")
     args = parser.parse_args(argv)
     existing = existing_checkpoint(Path(args.out))
-    if existing and not args.overwrite:
-        parser.error(f"--out {args.out} already holds a checkpoint ({existing}); pass --overwrite to replace it, "
-                     "or choose another folder")
+    if existing and not args.overwrite:  # one line, exit 2, before 15 minutes of training
+        print(f"error: --out {args.out} already holds a checkpoint ({existing}); pass --overwrite to replace it, "
+              "or choose another folder", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
     held_out = T.examples(HELD_OUT_SEED, 140, T.IMAGE_KINDS + (T.VIDEO_KINDS if args.video_every else ()))
     t0 = time.perf_counter()
