@@ -148,6 +148,13 @@ class Glm4vForConditionalGeneration(nn.Module):
 
         return generate(self, input_ids, attention_mask, **kwargs)
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "Glm4vForConditionalGeneration":
+        """transformers' spelling of `minglm4v.load`: torch_dtype=/dtype=, device_map=, ... (auto.py)."""
+        from .auto import model_from_pretrained
+
+        return model_from_pretrained(pretrained_model_name_or_path, **kwargs)
+
 
 def _grid(grid, what: str) -> torch.Tensor | None:
     """A grid given as a tensor, array or nested list -> (n, 3) int64 tensor; anything else is an InputError."""
