@@ -25,12 +25,6 @@ class KVCache:
         self.max_len = max_len
         self.length = 0  # positions filled, the same for every layer once a forward pass is complete
 
-    @classmethod
-    def for_model(cls, model, batch: int, max_len: int) -> "KVCache":
-        t = model.config.text_config
-        return cls(t.num_hidden_layers, batch, t.num_key_value_heads, t.head_dim, max_len, model.dtype,
-                   model.device)
-
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v (B, Hkv, n, D) after what is cached; return all keys and values so far (B, Hkv, length+n, D).
 

@@ -26,13 +26,20 @@ import hashlib
 import re
 from typing import Any
 
-from .errors import MessageError, MinGlmError
+from .errors import MessageError
+from .template_sandbox import render_template
 
 ROLES = ("system", "user", "assistant")
 # sha256 of the published GLM-4.1V-9B-Thinking chat_template.jinja (922 bytes); the Python renderer below
 # produces its output (checked by hand against the file, conversation by conversation), except for list content in
 # system/assistant messages (see the module docstring).
 GLM41V_TEMPLATE_SHA256 = "847603d3ed14387a2b45c197f8d07ddee0f9938051549c727cbc894facfea78b"
+
+
+# The keys each kind of content item may carry; anything else would be ignored by the chat format, so it is refused.
+SOURCE_KEYS = ("path", "url")  # besides "image" / "video": where transformers' messages name a file
+ITEM_KEYS = {"text": {"type", "text"}, "image": {"type", "image", *SOURCE_KEYS},
+             "video": {"type", "video", "fps", *SOURCE_KEYS}}
 
 
 def check_messages(messages: Any) -> list[dict]:
@@ -52,20 +59,35 @@ def check_messages(messages: Any) -> list[dict]:
             raise MessageError(f"message {i}: content must be a string or a list of items, "
                                f"got {type(content).__name__}")
         for j, item in enumerate(content):
-            kind = item_kind(item)
-            if kind is None:
-                raise MessageError(f"message {i}, item {j}: expected {{'type': 'text', 'text': ...}}, "
-                                   f"{{'type': 'image', 'image': ...}} or {{'type': 'video', 'video': ...}}; "
-                                   f"got {item!r:.80}")
-            if kind == "text" and not isinstance(item.get("text"), str):
-                raise MessageError(f"message {i}, item {j}: a text item needs a string under 'text'")
-            if kind != "text" and msg["role"] != "user":
-                raise MessageError(f"message {i}, item {j}: {kind}s can only be in user messages "
-                                   f"(the chat format has no place for them in a {msg['role']} message)")
-            if kind in ("image", "video") and item.get(kind) is None and item.get("path") is None:
-                raise MessageError(f"message {i}, item {j}: a {kind} item needs the {kind} under '{kind}' "
-                                   "(a PIL image / array / file path) or a file path under 'path'")
+            _check_item(item, msg["role"], f"message {i}, item {j}")
     return list(messages)
+
+
+def _check_item(item: Any, role: str, where: str) -> None:
+    kind = item_kind(item)
+    if kind is None:
+        raise MessageError(f"{where}: expected {{'type': 'text', 'text': ...}}, {{'type': 'image', 'image': ...}} "
+                           f"or {{'type': 'video', 'video': ...}}; got {item!r:.80}")
+    sources = [k for k in ("image", "video", *SOURCE_KEYS) if k in item]
+    declared = item.get("type")
+    mixed = "text" in item and (bool(sources) or kind != "text")
+    if mixed or len(sources) > 1 or (declared in ITEM_KEYS and declared != kind):
+        keys = ", ".join(repr(k) for k in item)
+        raise MessageError(f"{where} is ambiguous: it carries the keys {keys} (type {declared!r}); one item is "
+                           "either text {'type': 'text', 'text': ...} or one image/video under exactly one of "
+                           "'image'/'video', 'path', 'url'. Split it into separate items")
+    unknown = sorted(set(item) - ITEM_KEYS[kind], key=str)
+    if unknown:
+        raise MessageError(f"{where}: a {kind} item does not take the key(s) {', '.join(map(repr, unknown))} (they "
+                           f"would be ignored); it takes {', '.join(sorted(ITEM_KEYS[kind]))}")
+    if kind == "text" and not isinstance(item.get("text"), str):
+        raise MessageError(f"{where}: a text item needs a string under 'text'")
+    if kind != "text" and role != "user":
+        raise MessageError(f"{where}: {kind}s can only be in user messages "
+                           f"(the chat format has no place for them in a {role} message)")
+    if kind in ("image", "video") and all(item.get(k) is None for k in (kind, *SOURCE_KEYS)):
+        raise MessageError(f"{where}: a {kind} item needs the {kind} under '{kind}' (a PIL image / array / "
+                           "file path), or a file path or file:// URL under 'path' or 'url'")
 
 
 def item_kind(item: Any) -> str | None:
@@ -78,6 +100,14 @@ def item_kind(item: Any) -> str | None:
         return "image"
     if item.get("type") == "text":
         return "text"
+    return None
+
+
+def media_source(item: dict):
+    """The image or video an item names: its 'image'/'video' value, else its 'path', else its 'url'."""
+    for key in (item_kind(item), *SOURCE_KEYS):
+        if item.get(key) is not None:
+            return item[key]
     return None
 
 
@@ -118,24 +148,57 @@ def template_is_glm41v(template: str) -> bool:
     return hashlib.sha256(template.encode()).hexdigest() == GLM41V_TEMPLATE_SHA256
 
 
-def render_with_template(template: str, messages, add_generation_prompt: bool = True) -> str:
-    """Render a checkpoint's own jinja chat template the way transformers does (sandboxed, trim/lstrip blocks)."""
+def render_with_template(template: str, messages, add_generation_prompt: bool = True,
+                         where: str = "chat_template.jinja") -> str:
+    """Render a checkpoint's own jinja chat template the way transformers does (sandboxed, trim/lstrip blocks),
+    within the bounds of `template_sandbox` (time, output size, number sizes); `where` names the file in errors."""
     check_messages(messages)
-    try:
-        from jinja2.exceptions import TemplateError
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-    except ImportError as e:  # jinja2 comes with jupyterlab; say what to do if it is missing
-        raise MinGlmError("this checkpoint ships its own chat template, which needs jinja2: pip install jinja2") from e
+    return render_template(template, where, messages=list(messages), add_generation_prompt=add_generation_prompt)
 
-    def raise_exception(message):
-        raise MessageError(f"the checkpoint's chat template refused the conversation: {message}")
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals["raise_exception"] = raise_exception
-    try:
-        return env.from_string(template).render(messages=list(messages), add_generation_prompt=add_generation_prompt)
-    except TemplateError as e:
-        raise MessageError(f"the checkpoint's chat template failed: {e}") from e
+# ---------------------------------------------------------------------- special tokens typed in message text
+
+PLAIN_START, PLAIN_END = "\ufdd0", "\ufdd1"  # Unicode noncharacters: never in real text, kept by jinja
+
+
+def mark_plain_text(messages: list[dict], tokens: list[str]) -> list[dict]:
+    """A copy of `messages` in which every occurrence of one of `tokens` inside a string (text, system prompt,
+    assistant turn, metadata) is wrapped in PLAIN_START ... PLAIN_END, so that `split_marked` can tell it from the
+    special tokens the chat format writes itself. Media values (images, paths) are left as they are."""
+    pattern = re.compile("|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True)) or "(?!)")
+
+    def mark(value, where):
+        if isinstance(value, str):
+            if PLAIN_START in value or PLAIN_END in value:
+                raise MessageError(f"{where} contains U+FDD0 or U+FDD1, Unicode noncharacters that minglm4v uses "
+                                   "internally to keep special-token strings in text plain; remove them")
+            return pattern.sub(lambda m: PLAIN_START + m.group(0) + PLAIN_END, value)
+        if isinstance(value, dict):
+            return {k: value[k] if k in ("image", "video", *SOURCE_KEYS) else mark(value[k], where)
+                    for k in value}
+        if isinstance(value, (list, tuple)):
+            return [mark(v, where) for v in value]
+        return value
+
+    return [mark(msg, f"message {i}") for i, msg in enumerate(messages)]
+
+
+def split_marked(text: str) -> list[tuple[str, bool]]:
+    """`text` rendered from marked messages -> [(piece, plain)]: plain pieces are special-token strings that came
+    from the messages (to be tokenized as ordinary characters); the rest is the prompt as the format wrote it. A
+    lone marker (a template that cut a marked token apart) still separates the text on its two sides."""
+    out: list[tuple[str, bool]] = []
+    for k, piece in enumerate(re.split(f"{PLAIN_START}(.*?){PLAIN_END}", text, flags=re.S)):
+        if k % 2:
+            out.append((piece, True))
+        else:
+            out += [(p, False) for p in re.split(f"[{PLAIN_START}{PLAIN_END}]", piece) if p]
+    return [(p, plain) for p, plain in out if p]
+
+
+def unmark(text: str) -> str:
+    """The prompt text without the markers (what `tokenize=False` returns)."""
+    return text.replace(PLAIN_START, "").replace(PLAIN_END, "")
 
 
 _THINK = re.compile(r"<think>(.*?)</think>", re.S)

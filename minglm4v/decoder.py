@@ -31,21 +31,25 @@ Mask = tuple  # (boolean attention mask (B, 1, L, T) or None, is_causal): see at
 
 
 class TextAttention(nn.Module):
-    def __init__(self, cfg: TextConfig):
+    """Grouped-query self-attention with M-RoPE; the same attribute names as vision_attention.VisionAttention."""
+
+    def __init__(self, config: TextConfig):
         super().__init__()
-        self.H, self.Hkv, self.D = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        C = cfg.hidden_size
-        self.q_proj = nn.Linear(C, self.H * self.D, bias=True)
-        self.k_proj = nn.Linear(C, self.Hkv * self.D, bias=True)
-        self.v_proj = nn.Linear(C, self.Hkv * self.D, bias=True)
-        self.o_proj = nn.Linear(self.H * self.D, C, bias=False)
+        self.num_heads, self.num_kv_heads = config.num_attention_heads, config.num_key_value_heads  # H, Hkv
+        self.head_dim = config.head_dim  # D
+        C, H, Hkv, D = config.hidden_size, self.num_heads, self.num_kv_heads, self.head_dim
+        self.q_proj = nn.Linear(C, H * D, bias=True)
+        self.k_proj = nn.Linear(C, Hkv * D, bias=True)
+        self.v_proj = nn.Linear(C, Hkv * D, bias=True)
+        self.o_proj = nn.Linear(H * D, C, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: Mask,
                 cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, L, _ = x.shape
-        q = self.q_proj(x).view(B, L, self.H, self.D).transpose(1, 2)  # (B, H, L, D)
-        k = self.k_proj(x).view(B, L, self.Hkv, self.D).transpose(1, 2)  # (B, Hkv, L, D)
-        v = self.v_proj(x).view(B, L, self.Hkv, self.D).transpose(1, 2)  # (B, Hkv, L, D)
+        H, Hkv, D = self.num_heads, self.num_kv_heads, self.head_dim
+        q = self.q_proj(x).view(B, L, H, D).transpose(1, 2)  # (B, H, L, D)
+        k = self.k_proj(x).view(B, L, Hkv, D).transpose(1, 2)  # (B, Hkv, L, D)
+        v = self.v_proj(x).view(B, L, Hkv, D).transpose(1, 2)  # (B, Hkv, L, D)
         q, k = apply_mrope(q, cos, sin), apply_mrope(k, cos, sin)
         if cache is not None:  # keys and values of everything so far: (B, Hkv, T, D), T = past + L
             k, v = cache.update(layer, k, v)
@@ -53,35 +57,35 @@ class TextAttention(nn.Module):
         # head were repeated H/Hkv times (k.repeat_interleave(H // Hkv, dim=1)), without making that copy
         attn_mask, is_causal = mask
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal,
-                                             enable_gqa=self.H != self.Hkv)  # (B, H, L, D)
-        out = out.transpose(1, 2).reshape(B, L, self.H * self.D)  # (B, L, H*D)
+                                             enable_gqa=H != Hkv)  # (B, H, L, D)
+        out = out.transpose(1, 2).reshape(B, L, H * D)  # (B, L, H*D)
         return self.o_proj(out)
 
 
 class TextMLP(nn.Module):
     """down(up * silu(gate)) with gate and up fused in one projection: first half gate, second half up."""
 
-    def __init__(self, cfg: TextConfig):
+    def __init__(self, config: TextConfig):
         super().__init__()
-        self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
-        self.I = cfg.intermediate_size
+        self.intermediate_size = config.intermediate_size  # I
+        self.gate_up_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.gate_up_proj(x)  # (B, L, 2I)
-        gate, up = h[..., :self.I], h[..., self.I:]  # (B, L, I) each
+        gate, up = h.split(self.intermediate_size, dim=-1)  # (B, L, I) each
         return self.down_proj(up * F.silu(gate))
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, cfg: TextConfig):
+    def __init__(self, config: TextConfig):
         super().__init__()
-        C, eps = cfg.hidden_size, cfg.rms_norm_eps
+        C, eps = config.hidden_size, config.rms_norm_eps
         self.input_layernorm = RMSNorm(C, eps)
-        self.self_attn = TextAttention(cfg)
+        self.self_attn = TextAttention(config)
         self.post_self_attn_layernorm = RMSNorm(C, eps)
         self.post_attention_layernorm = RMSNorm(C, eps)  # the pre-MLP norm
-        self.mlp = TextMLP(cfg)
+        self.mlp = TextMLP(config)
         self.post_mlp_layernorm = RMSNorm(C, eps)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: Mask,
@@ -121,12 +125,12 @@ class TextModel(nn.Module):
     """Token embeddings, the decoder layers and the final norm. Called with embeddings (vision features already
     spliced in by model.py) and 3-D position ids (mrope.py)."""
 
-    def __init__(self, cfg: TextConfig):
+    def __init__(self, config: TextConfig):
         super().__init__()
-        self.config = cfg
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
-        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
-        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
     def forward(self, inputs_embeds: torch.Tensor, position_ids: torch.Tensor,
                 attention_mask: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:

@@ -12,6 +12,8 @@ The classes, all defined here, by where they are raised:
     TokenizerError          a missing tokenizer.json or a token it lacks                      (tokenizer.py)
     MessageError            conversations not in the message format                           (chat.py)
     ProcessorError          processor files, placeholder counts, images mixed with video      (processor.py)
+    ChatTemplateError       a checkpoint's chat template that fails or exceeds the bounds     (template_sandbox.py)
+                            (a ProcessorError)
     InputError              model inputs that do not fit together                             (model.py, mrope.py)
     VisionInputError        pixel_values / grids the vision tower cannot encode               (vision.py)
     SamplingError           sampling settings out of range, NaN/inf logits                    (sampling.py)
@@ -70,6 +72,10 @@ class MessageError(MinGlmError, ValueError):
 
 class ProcessorError(MinGlmError, ValueError):
     """A processor folder or a prompt that cannot be turned into model inputs."""
+
+
+class ChatTemplateError(ProcessorError):
+    """A checkpoint's own chat template that fails, or that would run too long or grow too large, while rendering."""
 
 
 class VideoError(MinGlmError, ValueError):

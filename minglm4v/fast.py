@@ -29,9 +29,9 @@ import torch
 
 from .cache import KVCache
 from .errors import GenerationError, SamplingError
-from .generation import prefill
+from .generation import generate_steps, only_tokens, prefill
 from .mrope import inv_freq
-from .sampling import NAN_ADVICE, pick
+from .sampling import NAN_ADVICE, choose, overflow_message, overflows, processed_scores
 
 
 class StaticKVCache(KVCache):
@@ -82,52 +82,59 @@ def decode_step(model, token: torch.Tensor, position: torch.Tensor, cache: Stati
 
 
 @torch.no_grad()
-def generate_static(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                    pixel_values=None, image_grid_thw=None, pixel_values_videos=None, video_grid_thw=None, *,
-                    max_new_tokens: int = 32, sync_every: int = 16, step_fn=None, on_first_token=None,
-                    **kwargs) -> torch.Tensor:
-    """Like generation.generate (same arguments, same tokens), with a static cache and sync-free decode steps.
+def generate_static(model, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                    pixel_values=None, image_grid_thw=None, pixel_values_videos=None, video_grid_thw=None,
+                    mm_token_type_ids=None, *, sync_every: int = 16, step_fn=None, on_first_token=None,
+                    **options) -> torch.Tensor:
+    """Like generation.generate (same keywords, same tokens), with a static cache and sync-free decode steps.
 
     step_fn: the decode step to call, e.g. `torch.compile(decode_step, fullgraph=True)` (default: decode_step).
     on_first_token: called once the first new token exists on the host (for time-to-first-token).
-    Returns the prompt plus the new tokens, (B, L + n)."""
+    Returns the prompt plus the new tokens, (B, L + n). use_cache=False and the output keywords do not apply."""
     if not isinstance(sync_every, int) or isinstance(sync_every, bool) or sync_every <= 0:
         raise GenerationError(f"sync_every={sync_every!r} must be a positive integer")
+    only_tokens(options, "generate_static")
+    if options.get("use_cache") is False:
+        raise GenerationError("generate_static always decodes from its static cache; use "
+                              "generate(..., use_cache=False) to recompute every step")
     step_fn = step_fn or decode_step
     p = prefill(model, input_ids, attention_mask, pixel_values, image_grid_thw, pixel_values_videos,
-                video_grid_thw, max_new_tokens=max_new_tokens, cache_cls=StaticKVCache, **kwargs)
+                video_grid_thw, mm_token_type_ids, cache_cls=StaticKVCache, **options)
     cfg, stops, pad, seen, generator, cache, logits = p.cfg, p.stops, p.pad, p.seen, p.generator, p.cache, p.logits
-    dev, B = input_ids.device, input_ids.shape[0]
+    input_ids = input_ids.long()  # an integer tensor (checked by prefill), (B, L)
+    dev, B, n_max = input_ids.device, input_ids.shape[0], p.max_new_tokens
     cache.start_decoding(p.attention_mask)
     inv_pairs = inv_freq(model.config.text_config).repeat_interleave(2).to(dev)  # (R,): dims 2j, 2j+1 share one
     position = p.position[:, 0]  # (B,) position of the first new token
 
-    out = torch.full((B, max_new_tokens), pad, dtype=input_ids.dtype, device=dev)  # (B, n)
-    all_done = torch.zeros(max_new_tokens, dtype=torch.bool, device=dev)  # step k: every row had stopped
+    out = torch.full((B, n_max), pad, dtype=input_ids.dtype, device=dev)  # (B, n)
+    all_done = torch.zeros(n_max, dtype=torch.bool, device=dev)  # step k: every row had stopped
     finite = torch.ones((), dtype=torch.bool, device=dev)
+    fits = torch.ones((), dtype=torch.bool, device=dev)  # logits / temperature stayed inside float32
     unfinished = torch.ones(B, dtype=torch.bool, device=dev)
-    for step in range(max_new_tokens):
+    for step in range(n_max):
         finite &= torch.isfinite(logits).all()
-        token = pick(logits, cfg, seen, generator)  # (B,)
+        fits &= ~overflows(logits, cfg)
+        token = choose(processed_scores(logits, cfg, seen), cfg, generator)  # (B,)
         token = torch.where(unfinished, token, torch.full_like(token, pad))
         out[:, step] = token
         unfinished &= ~torch.isin(token, stops)
         all_done[step] = ~unfinished.any()
         if step == 0 and on_first_token is not None:
             on_first_token(token.tolist())
-        last = step == max_new_tokens - 1
+        last = step == n_max - 1
         if last or (step + 1) % sync_every == 0:  # the only host syncs of the loop
             if not bool(finite):
                 raise SamplingError(f"the model produced NaN or inf logits; {NAN_ADVICE}")
-            if bool(all_done[step]):
-                break
-            if last:
+            if not bool(fits):
+                raise SamplingError(overflow_message(cfg))
+            if last or bool(all_done[step]):
                 break
         if seen is not None:
             seen.scatter_(1, token[:, None], True)
         logits = step_fn(model, token, position, cache, inv_pairs)  # (B, V)
         position = position + 1
-    n = int(all_done.long().argmax()) + 1 if bool(all_done.any()) else max_new_tokens  # up to the all-stopped step
+    n = int(all_done.long().argmax()) + 1 if bool(all_done.any()) else n_max  # up to the all-stopped step
     return torch.cat([input_ids, out[:, :n]], dim=1)
 
 
@@ -149,8 +156,6 @@ def _sync(device: torch.device) -> None:
 def timed_generate(model, inputs: dict, *, static: bool = True, **kwargs) -> tuple[torch.Tensor, Timing]:
     """generate_static (or, with static=False, the eager generate) on processor outputs, timed.
     Returns (prompt + new tokens, Timing)."""
-    from .generation import generate_steps
-
     dev = model.device
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)

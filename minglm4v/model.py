@@ -1,8 +1,8 @@
 """The whole GLM-4.1V model: embed the prompt, splice vision features into the placeholders, decode, project.
 
-Mirrors transformers' `Glm4vForConditionalGeneration.forward` and `Glm4vModel.forward` (docs/glm41v.md §5, §6): the module
-tree is `model.visual` (vision.py), `model.language_model` (decoder.py) and `lm_head`, so `state_dict()` keys are
-exactly the checkpoint's keys.
+Mirrors transformers' `Glm4vForConditionalGeneration.forward` and `Glm4vModel.forward` (docs/glm41v.md §5, §6):
+the module tree is `model.visual` (vision.py), `model.language_model` (decoder.py) and `lm_head`, so `state_dict()`
+keys are exactly the checkpoint's keys. Inputs are checked first (model_inputs.py).
 
 Forward, for a prompt whose placeholders were already expanded (docs/glm41v.md §2.4, §3.3):
     x = embed_tokens(input_ids)                                   (B, L, C)
@@ -23,6 +23,7 @@ from torch import nn
 from .config import Glm4vConfig
 from .decoder import TextModel
 from .errors import InputError
+from .model_inputs import check_input_ids, check_mm_token_type_ids, grid_tensor
 from .mrope import get_rope_index, text_position_ids
 from .vision import VisionModel
 
@@ -61,32 +62,48 @@ class Glm4vForConditionalGeneration(nn.Module):
     def device(self) -> torch.device:
         return self.lm_head.weight.device
 
-    def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
-              image_grid_thw: torch.Tensor | None = None, pixel_values_videos: torch.Tensor | None = None,
-              video_grid_thw: torch.Tensor | None = None) -> torch.Tensor:
-        """Token embeddings with the vision features written over the placeholder tokens. -> (B, L, C)."""
-        image_grid_thw, video_grid_thw = _grid(image_grid_thw, "image"), _grid(video_grid_thw, "video")
-        x = self.language_model.embed_tokens(input_ids)  # (B, L, C)
+    def check_inputs(self, input_ids, attention_mask=None, pixel_values=None, image_grid_thw=None,
+                     pixel_values_videos=None, video_grid_thw=None, mm_token_type_ids=None
+                     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Check a model call's inputs before any work (model_inputs.py, and vision.py for pixels against grids).
+        -> (input_ids as int64, image_grid_thw, video_grid_thw as (n, 3) int64 or None)."""
+        input_ids = check_input_ids(input_ids, self.config.text_config.vocab_size)
+        if attention_mask is not None and not isinstance(attention_mask, torch.Tensor):
+            raise InputError(f"attention_mask must be a torch tensor of 0/1 like input_ids, got "
+                             f"{type(attention_mask).__name__}")
+        if attention_mask is not None and attention_mask.shape != input_ids.shape:
+            raise InputError(f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has "
+                             f"{tuple(input_ids.shape)}; give one 0/1 per token")
+        check_mm_token_type_ids(mm_token_type_ids, input_ids, self.config)
+        image_grid_thw, video_grid_thw = grid_tensor(image_grid_thw, "image"), grid_tensor(video_grid_thw, "video")
         if pixel_values is not None and pixel_values_videos is not None:
             raise InputError("got both pixel_values and pixel_values_videos: GLM-4.1V cannot mix images and videos "
                              "in one prompt (they share the placeholder id); send them in separate calls")
         for pixels, grid, what in ((pixel_values, image_grid_thw, "image"),
                                    (pixel_values_videos, video_grid_thw, "video")):
-            if pixels is None:
-                if grid is not None:
-                    raise InputError(f"{what}_grid_thw given without the pixels; pass "
-                                     f"{'pixel_values' if what == 'image' else 'pixel_values_videos'} too")
-                continue
-            if grid is None:
+            if pixels is None and grid is not None:
+                raise InputError(f"{what}_grid_thw given without the pixels; pass "
+                                 f"{'pixel_values' if what == 'image' else 'pixel_values_videos'} too")
+            if pixels is not None and grid is None:
                 raise InputError(f"{what} pixels given without {what}_grid_thw; pass the grid the preprocessor "
                                  "returned with them")
-            feats = self.visual(pixels.to(self.visual_dtype), grid)  # (N/m^2, C)
-            x = self._splice(input_ids, x, feats, what)
-        return x
+            if pixels is not None:
+                self.visual.check_inputs(pixels, grid)  # rows against sum(t*h*w), dtype, NaN: before any allocation
+        return input_ids, image_grid_thw, video_grid_thw
 
-    @property
-    def visual_dtype(self) -> torch.dtype:
-        return next(self.visual.parameters()).dtype
+    def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
+              image_grid_thw: torch.Tensor | None = None, pixel_values_videos: torch.Tensor | None = None,
+              video_grid_thw: torch.Tensor | None = None) -> torch.Tensor:
+        """Token embeddings with the vision features written over the placeholder tokens. -> (B, L, C)."""
+        input_ids, image_grid_thw, video_grid_thw = self.check_inputs(
+            input_ids, None, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw)
+        x = self.language_model.embed_tokens(input_ids)  # (B, L, C)
+        for pixels, grid, what in ((pixel_values, image_grid_thw, "image"),
+                                   (pixel_values_videos, video_grid_thw, "video")):
+            if pixels is not None:
+                feats = self.visual(pixels, grid)  # (N/m^2, C), in the vision tower's dtype
+                x = self._splice(input_ids, x, feats, what)
+        return x
 
     def _splice(self, input_ids: torch.Tensor, x: torch.Tensor, feats: torch.Tensor, what: str) -> torch.Tensor:
         """Write feats over the placeholder positions, in reading order (row 0 first)."""
@@ -104,7 +121,7 @@ class Glm4vForConditionalGeneration(nn.Module):
                      image_grid_thw: torch.Tensor | None = None, video_grid_thw: torch.Tensor | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """3-D positions (3, B, L) and rope_deltas (B, 1) for a prefill (mrope.py)."""
-        image_grid_thw, video_grid_thw = _grid(image_grid_thw, "image"), _grid(video_grid_thw, "video")
+        image_grid_thw, video_grid_thw = grid_tensor(image_grid_thw, "image"), grid_tensor(video_grid_thw, "video")
         if image_grid_thw is None and video_grid_thw is None:
             if attention_mask is None:
                 attention_mask = torch.ones_like(input_ids)
@@ -119,16 +136,15 @@ class Glm4vForConditionalGeneration(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 pixel_values: torch.Tensor | None = None, image_grid_thw: torch.Tensor | None = None,
                 pixel_values_videos: torch.Tensor | None = None, video_grid_thw: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+                mm_token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None
+                ) -> torch.Tensor:
         """input_ids (B, L) -> logits (B, L, V). attention_mask (B, L): 1 real token, 0 (left) padding.
 
+        mm_token_type_ids (B, L), as transformers' processor returns it, is checked against the ids.
         position_ids (3, B, L) may be given (e.g. while decoding); by default they are computed from the prompt."""
-        if input_ids.ndim != 2:
-            raise InputError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}; "
-                             "use input_ids[None] for a single prompt")
-        if attention_mask is not None and attention_mask.shape != input_ids.shape:
-            raise InputError(f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has "
-                             f"{tuple(input_ids.shape)}")
+        input_ids, image_grid_thw, video_grid_thw = self.check_inputs(
+            input_ids, attention_mask, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw,
+            mm_token_type_ids)
         x = self.embed(input_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw)  # (B, L, C)
         if position_ids is None:
             position_ids, _ = self.position_ids(input_ids, attention_mask, image_grid_thw, video_grid_thw)
@@ -141,9 +157,11 @@ class Glm4vForConditionalGeneration(nn.Module):
         h = self.language_model(inputs_embeds, position_ids, attention_mask, cache)  # (B, L, C)
         return self.lm_head(h[:, -1:] if last_only else h)  # (B, L or 1, V)
 
-    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
-        """Prompt plus new tokens, (B, L + n), like transformers' generate; see generation.generate for options:
-        max_new_tokens, do_sample, temperature, top_k, top_p, min_p, repetition_penalty, seed, eos_token_id."""
+    def generate(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                 **kwargs):
+        """Prompt plus new tokens, (B, L + n), called as transformers' is: `model.generate(**inputs,
+        max_new_tokens=..., do_sample=..., temperature=...)`. Every keyword is in generate_options.py (sampling,
+        stop ids, seed, use_cache, return_dict_in_generate, ...); an unknown one is a GenerationError."""
         from .generation import generate
 
         return generate(self, input_ids, attention_mask, **kwargs)
@@ -154,17 +172,3 @@ class Glm4vForConditionalGeneration(nn.Module):
         from .auto import model_from_pretrained
 
         return model_from_pretrained(pretrained_model_name_or_path, **kwargs)
-
-
-def _grid(grid, what: str) -> torch.Tensor | None:
-    """A grid given as a tensor, array or nested list -> (n, 3) int64 tensor; anything else is an InputError."""
-    if grid is None:
-        return None
-    try:
-        g = torch.as_tensor(grid)
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise InputError(f"{what}_grid_thw must be a (n, 3) tensor of [t, h, w] rows, got {grid!r:.60}") from e
-    if g.ndim != 2 or g.shape[1] != 3 or g.is_floating_point() or g.is_complex() or g.dtype == torch.bool:
-        raise InputError(f"{what}_grid_thw must be a (n, 3) integer tensor of [t, h, w] rows, got shape "
-                         f"{tuple(g.shape)} and dtype {g.dtype}; pass the grid the preprocessor returned")
-    return g.long()

@@ -66,8 +66,8 @@ def get_rope_index(input_ids: torch.Tensor, config: Glm4vConfig, image_grid_thw:
         raise InputError(f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has "
                          f"{tuple(input_ids.shape)}; pass one mask entry per token")
     # one grid row per image, and one [1, h, w] row per temporal patch of each video
-    grids = {IMAGE: _grid_rows(image_grid_thw, "image_grid_thw", m),
-             VIDEO: _grid_rows(video_grid_thw, "video_grid_thw", m, split_time=True)}
+    grids = {IMAGE: _grid_rows(image_grid_thw, "image_grid_thw", m, B * L),
+             VIDEO: _grid_rows(video_grid_thw, "video_grid_thw", m, B * L, split_time=True)}
     used = {IMAGE: 0, VIDEO: 0}
     position_ids = torch.zeros(3, B, L, dtype=torch.long, device=input_ids.device)
     deltas = []
@@ -111,13 +111,18 @@ def get_rope_index(input_ids: torch.Tensor, config: Glm4vConfig, image_grid_thw:
     return position_ids, torch.tensor(deltas, device=input_ids.device).unsqueeze(1)
 
 
-def _grid_rows(grid_thw: torch.Tensor | None, name: str, m: int, split_time: bool = False) -> list[tuple]:
+def _grid_rows(grid_thw: torch.Tensor | None, name: str, m: int, tokens: int, split_time: bool = False
+               ) -> list[tuple]:
     """(n, 3) patch grids -> merged (t, h, w, patch grid) per placeholder run; videos give one (1, h, w, ...) per
-    temporal patch."""
+    temporal patch. `tokens` (all ids of the batch) bounds the number of runs before any list is built."""
     if grid_thw is None:
         return []
     if grid_thw.ndim != 2 or grid_thw.shape[1] != 3:
         raise InputError(f"{name} must have shape (n, 3) holding (t, h, w) per item, got {tuple(grid_thw.shape)}")
+    runs = int(grid_thw[:, 0].clamp(min=0).sum()) if split_time else grid_thw.shape[0]
+    if runs > tokens:
+        raise InputError(f"{name} {grid_thw.tolist()[:4]} describes {runs} placeholder runs, more than the "
+                         f"{tokens} tokens of the prompts; pass the grid that came with these pixels")
     rows = []
     for t, h, w in grid_thw.tolist():
         if t < 1 or h % m or w % m or h < 1 or w < 1:

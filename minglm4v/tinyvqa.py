@@ -345,11 +345,12 @@ def answer_attention(model, inputs: dict) -> torch.Tensor:
     def hook(attn, args):
         x, cos, sin = args[:3]  # (B, L, C), (B, L, R), (B, L, R)
         B, L, _ = x.shape
-        q = attn.q_proj(x[:, -1:]).view(B, 1, attn.H, attn.D).transpose(1, 2)  # (B, H, 1, D)
-        k = attn.k_proj(x).view(B, L, attn.Hkv, attn.D).transpose(1, 2)  # (B, Hkv, L, D)
+        H, Hkv, D = attn.num_heads, attn.num_kv_heads, attn.head_dim
+        q = attn.q_proj(x[:, -1:]).view(B, 1, H, D).transpose(1, 2)  # (B, H, 1, D)
+        k = attn.k_proj(x).view(B, L, Hkv, D).transpose(1, 2)  # (B, Hkv, L, D)
         q, k = apply_mrope(q, cos[:, -1:], sin[:, -1:]), apply_mrope(k, cos, sin)
-        k = k.repeat_interleave(attn.H // attn.Hkv, dim=1)  # (B, H, L, D)
-        scores = (q @ k.transpose(-1, -2))[:, :, 0] / attn.D**0.5  # (B, H, L)
+        k = k.repeat_interleave(H // Hkv, dim=1)  # (B, H, L, D)
+        scores = (q @ k.transpose(-1, -2))[:, :, 0] / D**0.5  # (B, H, L)
         if "attention_mask" in inputs:
             scores = scores.masked_fill(~inputs["attention_mask"].bool()[:, None], float("-inf"))
         rows.append(scores.softmax(-1))

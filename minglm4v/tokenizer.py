@@ -9,6 +9,7 @@ loads it, and `train_tokenizer` builds a small one with the same special tokens 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -55,12 +56,50 @@ class Tokenizer:
 
     # ------------------------------------------------------------------ the calls
 
-    def encode(self, text: str) -> list[int]:
-        """Token ids of `text`, with no extra special tokens added (the chat format writes them itself)."""
-        return self.backend.encode(text, add_special_tokens=False).ids
+    def encode(self, text: str, special_tokens: bool = True) -> list[int]:
+        """Token ids of `text`, with no extra special tokens added (the chat format writes them itself).
 
-    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
-        return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+        `special_tokens=True`: a special token's string in `text` (`<|user|>`) becomes its id, as in a prompt the
+        chat format wrote. `False`: it is tokenized as the plain characters it is made of (user text)."""
+        if special_tokens:
+            return self.backend.encode(text, add_special_tokens=False).ids
+        before = self.backend.encode_special_tokens
+        self.backend.encode_special_tokens = True  # the tokenizers switch: special tokens are not matched
+        try:
+            return self.backend.encode(text, add_special_tokens=False).ids
+        finally:
+            self.backend.encode_special_tokens = before
+
+    def special_tokens(self) -> list[str]:
+        """The strings of the tokenizer's special added tokens (`[gMASK]`, `<|user|>`, `<|image|>`, ...)."""
+        return [t.content for t in self.backend.get_added_tokens_decoder().values() if t.special]
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False,
+               clean_up_tokenization_spaces: bool | None = None) -> str:
+        """Text of one sequence of ids (a list, a 1-D tensor or array). `clean_up_tokenization_spaces` is taken as
+        transformers takes it for a byte-level BPE tokenizer like GLM's: never applied, since it would strip spaces
+        before punctuation from real text; True says so in a warning."""
+        if clean_up_tokenization_spaces:
+            warnings.warn("clean_up_tokenization_spaces=True is not applied: this is a byte-level BPE tokenizer, "
+                          "whose decoded text already has the right spaces (transformers ignores it for such "
+                          "tokenizers as well)", stacklevel=3)
+        return self.backend.decode(self._check_ids(ids), skip_special_tokens=skip_special_tokens)
+
+    def _check_ids(self, ids) -> list[int]:
+        if hasattr(ids, "tolist"):  # torch tensors, numpy arrays
+            ids = ids.tolist()
+        if isinstance(ids, int) and not isinstance(ids, bool):
+            ids = [ids]
+        if not isinstance(ids, (list, tuple)):
+            raise TokenizerError(f"decode() takes a sequence of token ids, got {type(ids).__name__}")
+        top = self.max_id
+        for i in ids:
+            if isinstance(i, bool) or not isinstance(i, int):
+                hint = "; use batch_decode() for a batch" if isinstance(i, (list, tuple)) else ""
+                raise TokenizerError(f"decode() takes integer token ids, got {type(i).__name__} {i!r:.40}{hint}")
+            if not 0 <= i <= top:
+                raise TokenizerError(f"token id {i} is outside this tokenizer's ids 0..{top} ({self.source})")
+        return list(ids)
 
     def token_to_id(self, token: str) -> int:
         i = self.backend.token_to_id(token)
@@ -75,6 +114,11 @@ class Tokenizer:
     @property
     def vocab_size(self) -> int:
         return self.backend.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def max_id(self) -> int:
+        """The largest token id this tokenizer can produce (ids need not be dense)."""
+        return max(self.backend.get_vocab(with_added_tokens=True).values())
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 600, extra_tokens: Sequence[str] = THINKING_TOKENS,

@@ -82,11 +82,12 @@ class PatchEmbed(nn.Module):
 class VisionMLP(nn.Module):
     """SwiGLU: down(silu(gate(x)) * up(x)). Its width is out_hidden_size (4096 in the 9B), not intermediate_size."""
 
-    def __init__(self, dim: int, hidden: int):
+    def __init__(self, config: VisionConfig):
         super().__init__()
-        self.gate_proj = nn.Linear(dim, hidden, bias=False)
-        self.up_proj = nn.Linear(dim, hidden, bias=False)
-        self.down_proj = nn.Linear(hidden, dim, bias=False)
+        C, hidden = config.hidden_size, config.out_hidden_size
+        self.gate_proj = nn.Linear(C, hidden, bias=False)
+        self.up_proj = nn.Linear(C, hidden, bias=False)
+        self.down_proj = nn.Linear(hidden, C, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
@@ -98,9 +99,9 @@ class VisionBlock(nn.Module):
     def __init__(self, config: VisionConfig):
         super().__init__()
         self.norm1 = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.attn = VisionAttention(config.hidden_size, config.num_heads)
+        self.attn = VisionAttention(config)
         self.norm2 = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.mlp = VisionMLP(config.hidden_size, config.out_hidden_size)
+        self.mlp = VisionMLP(config)
 
     def forward(self, x, cos, sin, lengths: list[int], return_attentions: bool = False):
         """x (N, C); cos, sin (N, D); lengths: patches per attention segment. Returns x, or (x, [(H, L, L)])."""
@@ -167,6 +168,9 @@ class VisionModel(nn.Module):
             raise VisionInputError(f"pixel_values must be a 2-D tensor (patches, {cfg.patch_dim}), got "
                                    f"{getattr(pixel_values, 'shape', type(pixel_values).__name__)}; "
                                    "use minglm4v.patchify.preprocess to make it")
+        if not pixel_values.is_floating_point():
+            raise VisionInputError(f"pixel_values has dtype {pixel_values.dtype}, but it holds normalised pixels "
+                                   "(floating point); use minglm4v.patchify.preprocess to make it")
         if pixel_values.shape[1] != cfg.patch_dim:
             raise VisionInputError(f"pixel_values rows have {pixel_values.shape[1]} values, but this vision config "
                                    f"expects patch_dim = 3 * {cfg.temporal_patch_size} * {cfg.patch_size}^2 = "
@@ -186,6 +190,13 @@ class VisionModel(nn.Module):
         if total != pixel_values.shape[0]:
             raise VisionInputError(f"pixel_values has {pixel_values.shape[0]} rows, but grid_thw {grid.tolist()} "
                                    f"describes sum(t*h*w) = {total} patches; pass the grid that came with the pixels")
+        finite = torch.isfinite(pixel_values)
+        if not bool(finite.all()):
+            n_nan, n_inf = int(pixel_values.isnan().sum()), int(pixel_values.isinf().sum())
+            row = int((~finite).any(-1).nonzero()[0])
+            raise VisionInputError(f"pixel_values holds {n_nan} NaN and {n_inf} inf values (the first in row {row}); "
+                                   "the pixels themselves are not finite, so the model cannot see them: check how "
+                                   "they were made (minglm4v.patchify.preprocess gives finite pixels)")
         return grid.to(pixel_values.device)
 
     def forward(self, pixel_values: torch.Tensor, grid_thw, return_attentions: bool = False):

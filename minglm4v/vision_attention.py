@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import VisionConfig
+
 
 def merge_window_order(x: torch.Tensor, m: int) -> torch.Tensor:
     """(h, w, ...) in raster order -> (h*w, ...) in merge-window order (windows raster, then raster inside)."""
@@ -86,13 +88,16 @@ def _runs(lengths: list[int]):
 
 
 class VisionAttention(nn.Module):
-    """Bidirectional multi-head attention inside each segment, with 2-D rotary on q and k; qkv and proj have no bias."""
+    """Bidirectional multi-head attention inside each segment, with 2-D rotary on q and k; qkv and proj have no bias.
+    The same attribute names as decoder.TextAttention (every head has its own keys: num_kv_heads = num_heads)."""
 
-    def __init__(self, dim: int, num_heads: int):
+    def __init__(self, config: VisionConfig):
         super().__init__()
-        self.num_heads, self.head_dim = num_heads, dim // num_heads
-        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
-        self.proj = nn.Linear(dim, dim, bias=False)
+        C = config.hidden_size
+        self.num_heads = self.num_kv_heads = config.num_heads  # H
+        self.head_dim = config.head_dim  # D = C / H
+        self.qkv = nn.Linear(C, 3 * C, bias=False)
+        self.proj = nn.Linear(C, C, bias=False)
 
     def forward(self, x, cos, sin, lengths: list[int], return_attentions: bool = False):
         """x (N, C), cos/sin (N, D), lengths summing to N. Returns (N, C), or ((N, C), [(H, L, L) per segment])."""

@@ -256,6 +256,9 @@ def test_meta_device_then_assign(pair):
     (lambda px, g: (px, g[:, :2]), r"\(items, 3\)"),
     (lambda px, g: (px[0], g), "2-D"),
     (lambda px, g: (px, torch.tensor([[1, 4, 6], [0, 8, 4], [1, 6, 10]])), "zero or negative"),
+    (lambda px, g: ((px * 255).to(torch.uint8), g), "dtype torch.uint8.*floating point"),
+    (lambda px, g: (px.index_fill(0, torch.tensor([30]), float("nan")), g), "1176 NaN and 0 inf .*row 30"),
+    (lambda px, g: (px.index_fill(0, torch.tensor([2]), float("inf")), g), "0 NaN and 1176 inf .*row 2"),
 ])
 def test_bad_inputs_raise_clear_errors(pair, bad, match):
     cfg, hf, ours = pair("tiny")

@@ -156,7 +156,7 @@ def test_gqa_shapes():
     with torch.device("meta"):
         layer = DecoderLayer(glm41v_9b().text_config)
     a = layer.self_attn
-    assert (a.H, a.Hkv, a.D) == (32, 2, 128)
+    assert (a.num_heads, a.num_kv_heads, a.head_dim) == (32, 2, 128)
     assert a.q_proj.weight.shape == (4096, 4096) and a.k_proj.weight.shape == (256, 4096)
     assert a.v_proj.bias.shape == (256,) and a.o_proj.bias is None
     assert layer.mlp.gate_up_proj.weight.shape == (27392, 4096)
@@ -216,3 +216,42 @@ def teardown_module():
         print("\nmax |logits - oracle| (float32):")
         for (name, case), d in sorted(MEASURED.items()):
             print(f"  {name:<14} {case:<14} {d:.2e}")
+
+
+def test_attention_classes_share_names_and_constructors():
+    """Both attention classes say num_heads / num_kv_heads / head_dim, and every module takes `config`."""
+    import inspect
+
+    from minglm4v import decoder, vision, vision_attention
+
+    cfg = tiny()
+    text, image = decoder.TextAttention(cfg.text_config), vision_attention.VisionAttention(cfg.vision_config)
+    t, v = cfg.text_config, cfg.vision_config
+    assert (text.num_heads, text.num_kv_heads, text.head_dim) == (t.num_attention_heads, t.num_key_value_heads,
+                                                                  t.head_dim)
+    assert (image.num_heads, image.num_kv_heads, image.head_dim) == (v.num_heads, v.num_heads, v.head_dim)
+    modules = [c for m in (decoder, vision, vision_attention) for _, c in inspect.getmembers(m, inspect.isclass)
+               if issubclass(c, torch.nn.Module) and c.__module__ == m.__name__]
+    assert len(modules) >= 9
+    for cls in modules:
+        assert list(inspect.signature(cls.__init__).parameters)[1:] == ["config"], cls.__name__
+
+
+def test_no_module_level_names_that_reuse_shape_letters():
+    import ast
+    from pathlib import Path
+
+    # the shape legend's letters (F stays: `torch.nn.functional as F` is the convention, and no legend here uses it)
+    legend = {"B", "L", "N", "t", "h", "w", "m", "H", "Hkv", "D", "C", "T", "V", "TR", "R", "I", "P", "S"}
+    files = ["generation.py", "generate_options.py", "model_inputs.py", "sampling.py", "fast.py", "cache.py",
+             "model.py", "decoder.py", "vision.py", "vision_attention.py", "mrope.py", "norms.py", "debug.py"]
+    root = Path(minglm4v.__file__).parent
+    for name in files:
+        names = set()
+        for node in ast.parse((root / name).read_text()).body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names |= {a.asname or a.name for a in node.names}
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names |= {e.id for t in targets for e in ast.walk(t) if isinstance(e, ast.Name)}
+        assert not names & legend, (name, names & legend)

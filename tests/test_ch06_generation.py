@@ -120,10 +120,113 @@ def test_repetition_penalty_changes_greedy_output(setup):
     (dict(temperature=-0.5, do_sample=True), SamplingError, "temperature"),
     (dict(top_p=0.0, do_sample=True), SamplingError, "top_p"),
     (dict(top_k=-1, do_sample=True), SamplingError, "top_k"),
-    (dict(max_new_tokens=5000), GenerationError, "context"),
 ])
 def test_bad_settings_fail_clearly(setup, kw, error, message):
     ours, _, proc = setup
     inputs = proc.apply_chat_template(conv("Hi"))
     with pytest.raises(error, match=message):
         generate(ours, **inputs, **{"max_new_tokens": 4, **kw})
+
+
+# ---------------------------------------------------------------------- called as transformers is
+
+def test_every_processor_key_and_the_sampling_keywords(setup):
+    """model.generate(**inputs, max_new_tokens=..., do_sample=True, temperature=1.0), inputs holding every key
+    transformers' Glm4vProcessor returns (mm_token_type_ids included)."""
+    ours, hf, proc = setup
+    inputs = dict(proc.apply_chat_template(CASES["image_batch"]))
+    inputs["mm_token_type_ids"] = mm_types(inputs["input_ids"])
+    out = ours.generate(**inputs, max_new_tokens=6, do_sample=True, temperature=1.0, seed=5, eos_token_id=[999])
+    again = ours.generate(**inputs, max_new_tokens=6, do_sample=True, temperature=1.0, seed=5, eos_token_id=[999])
+    L = inputs["input_ids"].shape[1]
+    assert out.shape == (2, L + 6) and torch.equal(out, again) and torch.equal(out[:, :L], inputs["input_ids"])
+    greedy = ours.generate(**inputs, max_new_tokens=NEW, eos_token_id=[999], pad_token_id=0)
+    with torch.no_grad():
+        want = hf.generate(**inputs, max_new_tokens=NEW, do_sample=False, eos_token_id=[999], pad_token_id=0)
+    assert greedy.tolist() == want.tolist()
+
+
+@pytest.mark.parametrize("case", ["text", "image_batch"])
+def test_without_cache_the_same_greedy_tokens(setup, case):
+    ours, hf, proc = setup
+    inputs = proc.apply_chat_template(CASES[case])
+    kw = {"eos_token_id": [999], "pad_token_id": 0}
+    lengths = []
+    handle = ours.language_model.register_forward_pre_hook(lambda m, args: lengths.append(args[0].shape[1]))
+    try:
+        got = ours.generate(**inputs, max_new_tokens=12, use_cache=False, **kw)
+    finally:
+        handle.remove()
+    L = inputs["input_ids"].shape[1]
+    assert lengths == list(range(L, L + 12))  # every step runs the whole sequence again
+    assert got.tolist() == ours.generate(**inputs, max_new_tokens=12, **kw).tolist()
+    with torch.no_grad():
+        want = hf_generate(hf, inputs, use_cache=False, **kw)
+    assert got.tolist() == want[:, :L + 12].tolist()
+
+
+def test_return_dict_in_generate_holds_sequences_scores_and_logits(setup):
+    ours, hf, proc = setup
+    inputs = proc.apply_chat_template(CASES["image"])
+    kw = dict(eos_token_id=[999], pad_token_id=0, repetition_penalty=1.3)
+    got = ours.generate(**inputs, max_new_tokens=8, return_dict_in_generate=True, output_scores=True,
+                        output_logits=True, **kw)
+    extra = {"mm_token_type_ids": mm_types(inputs["input_ids"])}
+    with torch.no_grad():
+        want = hf.generate(**inputs, **extra, max_new_tokens=8, do_sample=False, return_dict_in_generate=True,
+                           output_scores=True, output_logits=True, **kw)
+    assert got.sequences.tolist() == want.sequences.tolist()
+    assert len(got.scores) == len(got.logits) == len(want.scores) == 8
+    for mine, theirs in zip(got.scores + got.logits, want.scores + want.logits):
+        assert mine.shape == theirs.shape
+        torch.testing.assert_close(mine, theirs.float(), atol=1e-4, rtol=0)
+    plain = ours.generate(**inputs, max_new_tokens=8, return_dict_in_generate=True, **kw)
+    assert plain.scores is None and plain.logits is None and torch.equal(plain.sequences, got.sequences)
+
+
+def test_past_the_context_stops_there_with_a_warning(setup):
+    ours, _, _ = setup
+    context = ours.config.text_config.max_position_embeddings
+    ids = torch.randint(13, 300, (1, context - 5), generator=torch.Generator().manual_seed(0))
+    with pytest.warns(UserWarning, match=f"max_new_tokens=100 goes past .*{context} positions.* at most 5 new"):
+        out = ours.generate(ids, max_new_tokens=100, eos_token_id=[999])
+    assert out.shape == (1, context)
+    with pytest.raises(GenerationError, match="context"):  # a prompt that fills the context leaves no room
+        ours.generate(torch.randint(13, 300, (1, context)), max_new_tokens=1)
+
+
+def test_max_length_counts_the_prompt(setup):
+    ours, _, proc = setup
+    inputs = proc.apply_chat_template(conv("Hi"))
+    L = inputs["input_ids"].shape[1]
+    a = ours.generate(**inputs, max_length=L + 5, eos_token_id=[999])
+    assert torch.equal(a, ours.generate(**inputs, max_new_tokens=5, eos_token_id=[999])) and a.shape[1] == L + 5
+    with pytest.raises(GenerationError, match="max_length=3 counts the prompt"):
+        ours.generate(**inputs, max_length=3)
+    with pytest.raises(GenerationError, match="both max_new_tokens and max_length"):
+        ours.generate(**inputs, max_length=L + 5, max_new_tokens=5)
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(foo=1), "keyword 'foo'.*Accepted: input_ids, attention_mask, pixel_values"),
+    (dict(streamer=object()), "'streamer'.*stream\\(model, processor, inputs\\)"),
+    (dict(generation_config=object()), "'generation_config'.*as keywords"),
+    (dict(output_attentions=True), "'output_attentions'"),
+    (dict(num_beams=4), "num_beams=4 is not built"),
+    (dict(num_return_sequences=2), "num_return_sequences=2"),
+    (dict(use_cache="no"), "use_cache must be True or False"),
+])
+def test_unknown_or_unbuilt_keywords_are_refused_by_name(setup, kw, message):
+    ours, _, proc = setup
+    inputs = proc.apply_chat_template(conv("Hi"))
+    with pytest.raises(GenerationError, match=message):
+        ours.generate(**inputs, max_new_tokens=2, **kw)
+
+
+def test_transformers_defaults_and_none_are_accepted(setup):
+    ours, _, proc = setup
+    inputs = proc.apply_chat_template(conv("Hi"))
+    plain = ours.generate(**inputs, max_new_tokens=4, eos_token_id=[999])
+    same = ours.generate(**inputs, max_new_tokens=4, eos_token_id=[999], num_beams=1, num_return_sequences=1,
+                         use_cache=True, do_sample=False, top_k=None, top_p=None, temperature=None, min_p=None)
+    assert torch.equal(plain, same)

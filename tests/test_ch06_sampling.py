@@ -15,15 +15,15 @@ def scores(seed=0, B=3, V=50):
 
 
 def hf_warp(s, cfg):
-    import transformers as T
+    import transformers
 
-    procs = [T.TemperatureLogitsWarper(cfg.temperature)]
+    procs = [transformers.TemperatureLogitsWarper(cfg.temperature)]
     if cfg.top_k:
-        procs.append(T.TopKLogitsWarper(cfg.top_k))
+        procs.append(transformers.TopKLogitsWarper(cfg.top_k))
     if cfg.top_p < 1:
-        procs.append(T.TopPLogitsWarper(cfg.top_p))
+        procs.append(transformers.TopPLogitsWarper(cfg.top_p))
     if cfg.min_p > 0:
-        procs.append(T.MinPLogitsWarper(cfg.min_p))
+        procs.append(transformers.MinPLogitsWarper(cfg.min_p))
     ids = torch.zeros(s.shape[0], 1, dtype=torch.long)
     for p in procs:
         s = p(ids, s.clone())
@@ -46,12 +46,12 @@ def test_warpers_match_transformers(cfg):
 
 
 def test_repetition_penalty_matches_transformers():
-    import transformers as T
+    import transformers
 
     s = scores(4)
     ids = torch.tensor([[1, 2, 2, 7], [0, 49, 3, 3], [5, 5, 5, 5]])
     seen = torch.zeros_like(s, dtype=torch.bool).scatter(1, ids, True)
-    ref = T.RepetitionPenaltyLogitsProcessor(1.3)(ids, s.clone())
+    ref = transformers.RepetitionPenaltyLogitsProcessor(1.3)(ids, s.clone())
     assert torch.allclose(apply_repetition_penalty(s, seen, 1.3), ref)
 
 
