@@ -297,7 +297,10 @@ def batch(processor, items: Sequence[Example | Sequence[Example]], with_answers:
     for b, (r, t) in enumerate(zip(rows, targets)):
         ids[b, L - len(r):], mask[b, L - len(r):] = torch.tensor(r), 1
         labels[b, L - len(r):] = torch.tensor(t)
-    return {**inputs, "input_ids": ids, "attention_mask": mask, "labels": labels}
+    # the rows grew by their answers: the processor's (B, L) mm_token_type_ids no longer fit them (the model does not
+    # need them; generate checks them when given)
+    rest = {k: v for k, v in inputs.items() if k != "mm_token_type_ids"}
+    return {**rest, "input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
 # ---------------------------------------------------------------------- answering
