@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from . import tinyvqa as T
-from .config import Glm4vConfig, TextConfig, VisionConfig
+from .config import TINY_SPECIAL_IDS, Glm4vConfig, TextConfig, VisionConfig
 from .processor import ImageProcessorConfig, Processor, VideoProcessorConfig
 from .tokenizer import train_tokenizer
 from .weights import build, save
@@ -76,8 +76,7 @@ def tiny_vqa_config(vocab_size: int) -> Glm4vConfig:
                       dtype="float32")
     vision = VisionConfig(depth=2, hidden_size=96, num_heads=4, intermediate_size=256, out_hidden_size=128,
                           image_size=T.SIZE)
-    return Glm4vConfig(text_config=text, vision_config=vision, image_token_id=9, video_token_id=12,
-                       image_start_token_id=7, image_end_token_id=8, video_start_token_id=10, video_end_token_id=11)
+    return Glm4vConfig(text_config=text, vision_config=vision, **TINY_SPECIAL_IDS)
 
 
 def make_processor() -> Processor:

@@ -179,3 +179,38 @@ def test_keys_that_change_the_computation_elsewhere_are_not_ignored():
     d["text_config"]["embedding_multiplier"] = 2.0
     with pytest.raises(ConfigError, match="embedding_multiplier"):
         C.Glm4vConfig.from_dict(d)
+
+
+def test_quantization_config_is_kept_and_round_trips(tmp_path):
+    quant = {"quant_method": "minglm4v", "scheme": "int4", "group_size": 128, "modules": ["lm_head"]}
+    d = nested_9b_json()
+    d["quantization_config"] = quant
+    cfg = C.Glm4vConfig.from_dict(d)
+    assert cfg.quantization_config == quant and cfg.quantization_config is not quant  # a copy, not the caller's dict
+    assert cfg.to_dict()["quantization_config"] == quant and C.Glm4vConfig.from_dict(cfg.to_dict()) == cfg
+    cfg.save_pretrained(tmp_path)
+    assert C.Glm4vConfig.from_pretrained(tmp_path) == cfg
+    assert "quantization_config" not in C.glm41v_9b().to_dict()  # absent unless quantized
+    assert C.Glm4vConfig.from_dict(nested_9b_json()).quantization_config is None
+    hash(cfg)  # configs stay hashable (the dict is left out of the hash)
+    with pytest.raises(ConfigError, match="quantization_config must be a JSON object"):
+        C.Glm4vConfig.from_dict({**nested_9b_json(), "quantization_config": ["int4"]})
+
+
+def test_one_table_of_tiny_special_ids_matches_the_trained_tokenizer():
+    from minglm4v.tokenizer import SPECIAL_TOKENS
+    from minglm4v.train import tiny_vqa_config
+
+    names = {"image_start_token_id": "<|begin_of_image|>", "image_end_token_id": "<|end_of_image|>",
+             "image_token_id": "<|image|>", "video_start_token_id": "<|begin_of_video|>",
+             "video_end_token_id": "<|end_of_video|>", "video_token_id": "<|video|>"}
+    assert C.TINY_SPECIAL_IDS == {k: SPECIAL_TOKENS.index(t) for k, t in names.items()}
+    for cfg in (C.tiny(), tiny_vqa_config(400)):
+        assert {k: getattr(cfg, k) for k in C.TINY_SPECIAL_IDS} == C.TINY_SPECIAL_IDS
+
+
+def test_config_paths_are_local(tmp_path):
+    C.tiny().save_pretrained(f"file://{tmp_path}")
+    assert C.Glm4vConfig.from_pretrained(f"file://{tmp_path}") == C.tiny()
+    with pytest.raises(ConfigError, match="URL"):
+        C.Glm4vConfig.from_pretrained("https://huggingface.co/zai-org/GLM-4.1V-9B-Thinking")

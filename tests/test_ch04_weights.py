@@ -6,8 +6,13 @@ dtype-aware, sharded, and the 9B layout checked on the meta device against docs/
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import shutil
+import sys
+import types
+from pathlib import Path
 
 import oracle
 import pytest
@@ -15,7 +20,10 @@ import torch
 
 import minglm4v
 from minglm4v import glm41v_9b, tiny
-from minglm4v.errors import CheckpointError, CheckpointNotFoundError, ConfigError
+from minglm4v.checkpoint import iter_checkpoint, read_checkpoint
+from minglm4v.devices import resolve_device, resolve_device_map
+from minglm4v.errors import CheckpointError, CheckpointNotFoundError, ConfigError, DeviceError
+from minglm4v.hub import is_hub_id
 from minglm4v.weights import build, parse_size, save
 
 
@@ -211,3 +219,166 @@ def test_parse_size():
     assert parse_size("5GB") == 5 * 10**9 and parse_size("2MiB") == 2 * 2**20 and parse_size(123) == 123
     with pytest.raises(CheckpointError, match="max_shard_size"):
         parse_size("five gigs")
+
+
+# ---------------------------------------------------------------------- dtype, device and device_map
+
+def test_dtype_auto_keeps_the_stored_dtype_and_names_work(tmp_path):
+    oracle.save_oracle(tiny(), tmp_path, seed=9, dtype=torch.bfloat16)
+    for dtype in ("auto", None):
+        assert minglm4v.load(tmp_path, dtype=dtype).load_report.dtype == torch.bfloat16
+    for dtype in (torch.float16, "float16", "torch.float16"):
+        model = minglm4v.load(tmp_path, dtype=dtype)
+        assert {p.dtype for p in model.parameters()} == {torch.float16}
+    with pytest.raises(CheckpointError, match="'auto'"):
+        minglm4v.load(tmp_path, dtype="float64")
+
+
+def _pretend_gpus(monkeypatch, cuda: int = 0, mps: bool = False):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+
+
+@pytest.mark.parametrize("cuda, mps, want", [(2, True, "cuda:0"), (0, True, "mps"), (0, False, "cpu")])
+def test_device_auto_picks_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, want):
+    _pretend_gpus(monkeypatch, cuda, mps)
+    assert resolve_device("auto") == torch.device(want) == resolve_device_map("auto")
+
+
+def test_device_auto_loads_here(saved):
+    want = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert minglm4v.load(saved[0], device="auto").lm_head.weight.device.type == want
+
+
+@pytest.mark.parametrize("device_map, want", [(None, "cpu"), ("cpu", "cpu"), (torch.device("cpu"), "cpu"),
+                                              (0, "cuda:0"), ("cuda:1", "cuda:1"), ({"": 1}, "cuda:1"),
+                                              ({"model.visual": "cuda:0", "model.language_model": 0,
+                                                "lm_head": torch.device("cuda", 0)}, "cuda:0")])
+def test_device_map_naming_one_device(monkeypatch, device_map, want):
+    _pretend_gpus(monkeypatch, cuda=2)
+    assert resolve_device_map(device_map) == torch.device(want)
+
+
+@pytest.mark.parametrize("device_map, message", [
+    ({"model.visual": 0, "model.language_model": 1}, "spreads the model over 2 devices"),
+    ({"model.visual": "cpu", "lm_head": "cuda:0"}, "spreads the model over 2 devices"),
+    ({"model.language_model": "disk"}, "'disk'"),
+    ({}, "names no device"),
+    ("balanced", "several GPUs"),
+    ("cuda:7", "this machine has 2 GPU(s)"),
+    ("gpu0", "not a torch device"),
+    (True, "not a torch device"),
+])
+def test_device_maps_this_library_cannot_honour(monkeypatch, device_map, message):
+    _pretend_gpus(monkeypatch, cuda=2)
+    with pytest.raises(DeviceError, match=re.escape(message)):
+        resolve_device_map(device_map)
+
+
+# ---------------------------------------------------------------------- Hub ids through the local cache
+
+def _cache_entry(cache, repo: str, src, commit: str = "0123abcd") -> None:
+    """The layout huggingface_hub writes: blobs named by hash, snapshot files linking to them, refs/main."""
+    root = cache / ("models--" + repo.replace("/", "--"))
+    (root / "blobs").mkdir(parents=True)
+    (root / "snapshots" / commit).mkdir(parents=True)
+    (root / "refs").mkdir()
+    (root / "refs" / "main").write_text(commit)
+    for i, f in enumerate(sorted(src.iterdir())):
+        shutil.copy(f, root / "blobs" / f"blob{i}")
+        (root / "snapshots" / commit / f.name).symlink_to(f"../../blobs/blob{i}")
+
+
+def test_hub_id_resolves_through_the_local_cache(saved, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    _cache_entry(tmp_path / "cache", "zai-org/tiny-test", saved[0])
+    model = minglm4v.load("zai-org/tiny-test")
+    assert model.load_report.folder == tmp_path / "cache" / "models--zai-org--tiny-test" / "snapshots" / "0123abcd"
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in saved[1].state_dict().items())
+    # a local folder of that name wins, as in transformers
+    shutil.copytree(saved[0], tmp_path / "zai-org" / "tiny-test")
+    assert minglm4v.load("zai-org/tiny-test").load_report.folder == Path("zai-org/tiny-test")
+
+
+def test_hub_id_not_in_the_cache_says_how_to_download_and_never_downloads(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    fake = types.ModuleType("huggingface_hub")
+    fake.snapshot_download = lambda repo, cache_dir: calls.append((repo, cache_dir)) or str(tmp_path / "nowhere")
+    monkeypatch.setitem(sys.modules, "huggingface_hub", fake)
+    with pytest.raises(CheckpointNotFoundError, match=r"hf download zai-org/GLM-4.1V-9B-Thinking.*allow_download"):
+        minglm4v.load("zai-org/GLM-4.1V-9B-Thinking")
+    assert calls == []
+    with pytest.raises(CheckpointNotFoundError, match="nowhere"):  # opted in: downloaded (here: a fake folder)
+        minglm4v.load("zai-org/GLM-4.1V-9B-Thinking", allow_download=True)
+    assert calls == [("zai-org/GLM-4.1V-9B-Thinking", str(tmp_path / "cache"))]
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # not installed
+    with pytest.raises(CheckpointNotFoundError, match="pip install huggingface_hub"):
+        minglm4v.load("zai-org/GLM-4.1V-9B-Thinking", allow_download=True)
+
+
+@pytest.mark.parametrize("value, hub_id", [("zai-org/GLM-4.1V-9B-Thinking", True), ("THUDM/glm_4.1v", True),
+                                           ("a/b/c", False), ("/abs/path", False), ("./x/y", False),
+                                           ("../x", False), ("x--y/z", False), ("owner/", False), ("name", False)])
+def test_what_looks_like_a_hub_id(value, hub_id):
+    assert is_hub_id(value) is hub_id
+
+
+def test_an_incomplete_snapshot_is_named(saved, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    _cache_entry(tmp_path / "cache", "me/tiny", saved[0])
+    (tmp_path / "cache" / "models--me--tiny" / "snapshots" / "0123abcd" / "model.safetensors").unlink()
+    with pytest.raises(CheckpointNotFoundError, match="incomplete snapshots.*0123abcd"):
+        minglm4v.load("me/tiny")
+
+
+# ---------------------------------------------------------------------- the tensor stream and progress
+
+def test_iter_checkpoint_streams_every_tensor_once_in_file_order(tmp_path):
+    from safetensors.torch import load_file
+
+    hf = oracle.save_oracle(tiny(), tmp_path, seed=4, dtype=torch.bfloat16, max_shard_size="300KB")
+    ckpt = read_checkpoint(tmp_path)
+    seen = list(iter_checkpoint(tmp_path, dtype=torch.float32, mmap=False))
+    assert [n for n, _ in seen] == [n for h in ckpt.headers for n in h.tensors]
+    assert sorted(n for n, _ in seen) == sorted(hf.state_dict())
+    stored = {k: v for f in ckpt.files for k, v in load_file(f).items()}
+    for name, t in seen:
+        assert t.dtype == torch.float32 and torch.equal(t, stored[name].float()), name
+
+
+def test_iter_checkpoint_passes_integer_tensors_through(tmp_path):
+    from safetensors.torch import save_file
+
+    q = torch.randint(-128, 128, (8, 16), dtype=torch.int8, generator=torch.Generator().manual_seed(0))
+    scale = torch.rand(8, generator=torch.Generator().manual_seed(1))
+    save_file({"w.qweight": q, "w.scale": scale}, tmp_path / "model.safetensors")
+    for mmap in (True, False):
+        got = dict(iter_checkpoint(tmp_path, dtype=torch.bfloat16, mmap=mmap))
+        assert got["w.qweight"].dtype == torch.int8 and torch.equal(got["w.qweight"], q)
+        assert got["w.scale"].dtype == torch.bfloat16 and torch.equal(got["w.scale"], scale.bfloat16())
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("progress, terminal, lines", [(None, True, True), (None, False, False),
+                                                        (True, False, True), (False, True, False)])
+def test_progress_one_line_per_shard_only_on_a_terminal(tmp_path, monkeypatch, progress, terminal, lines):
+    oracle.save_oracle(tiny(), tmp_path, seed=4, max_shard_size="300KB")
+    shards = sorted(p.name for p in tmp_path.glob("model-*.safetensors"))
+    err = _Terminal() if terminal else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    minglm4v.load(tmp_path, progress=progress)
+    out = err.getvalue().splitlines()
+    if lines:
+        assert len(out) == len(shards) > 1
+        assert all(f"shard {k}/{len(shards)} {s}" in line for k, (s, line) in enumerate(zip(shards, out), 1))
+    else:
+        assert out == []

@@ -16,9 +16,9 @@ import torch
 from test_ch06_generation import CASES  # the same prompts as chapter 06
 
 import minglm4v
-from minglm4v import glm41v_9b, tiny, weights
+from minglm4v import checkpoint, glm41v_9b, hub, safetensors_io, tiny, weights
 from minglm4v.cache import kv_bytes_per_token
-from minglm4v.errors import CheckpointError, CheckpointNotFoundError
+from minglm4v.errors import CheckpointError, CheckpointNotFoundError, DeviceError
 from minglm4v.fast import StaticKVCache, decode_step, generate_static, timed_generate
 from minglm4v.generation import generate
 from minglm4v.mrope import inv_freq
@@ -104,15 +104,15 @@ def test_memory_plan_of_the_9b_model():
 
 def test_cuda_without_a_gpu_is_a_clear_error(tiny_checkpoint, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(weights.DeviceError, match="CUDA GPU, but torch sees none"):
+    with pytest.raises(DeviceError, match="CUDA GPU, but torch sees none"):
         minglm4v.load(tiny_checkpoint[0], device="cuda")
-    with pytest.raises(weights.DeviceError, match="not a torch device"):
+    with pytest.raises(DeviceError, match="not a torch device"):
         minglm4v.load(tiny_checkpoint[0], device="gpu0")
 
 
 def test_conversion_through_a_small_staging_buffer(tmp_path, monkeypatch):
     hf = oracle.save_oracle(tiny(), tmp_path, seed=3, dtype=torch.bfloat16, max_shard_size="200KB")
-    monkeypatch.setattr(weights, "STAGING_BYTES", 4096)  # many slices per tensor
+    monkeypatch.setattr(safetensors_io, "STAGING_BYTES", 4096)  # many slices per tensor
     model = minglm4v.load(tmp_path, dtype=torch.float32)
     assert len(model.load_report.files) > 1
     assert model.load_report.bytes_read == sum(t.numel() * 2 for t in hf.state_dict().values())
@@ -192,7 +192,7 @@ def test_mmap_weights_are_copy_on_write(big_checkpoint):
 def _fake_checkpoint(folder: Path, shards=("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors")):
     folder.mkdir(parents=True)
     (folder / "config.json").write_text("{}")
-    (folder / weights.INDEX).write_text(json.dumps({"weight_map": {f"t{i}": s for i, s in enumerate(shards)}}))
+    (folder / checkpoint.INDEX).write_text(json.dumps({"weight_map": {f"t{i}": s for i, s in enumerate(shards)}}))
     for s in shards:
         (folder / s).write_bytes(b"")
     return folder
@@ -200,34 +200,34 @@ def _fake_checkpoint(folder: Path, shards=("model-00001-of-00002.safetensors", "
 
 def test_find_checkpoint_from_the_environment(tmp_path):
     ckpt = _fake_checkpoint(tmp_path / "glm")
-    assert weights.find_checkpoint({"MINGLM4V_9B": str(ckpt)}) == (ckpt, "from $MINGLM4V_9B")
-    assert weights.find_checkpoint({"GLM41V_PATH": str(ckpt)}) == (ckpt, "from $GLM41V_PATH")
+    assert hub.find_checkpoint({"MINGLM4V_9B": str(ckpt)}) == (ckpt, "from $MINGLM4V_9B")
+    assert hub.find_checkpoint({"GLM41V_PATH": str(ckpt)}) == (ckpt, "from $GLM41V_PATH")
     with pytest.raises(CheckpointNotFoundError, match="MINGLM4V_9B=.*does not exist"):
-        weights.find_checkpoint({"MINGLM4V_9B": str(tmp_path / "nowhere")})
+        hub.find_checkpoint({"MINGLM4V_9B": str(tmp_path / "nowhere")})
     (ckpt / "model-00002-of-00002.safetensors").unlink()
     with pytest.raises(CheckpointNotFoundError, match="model-00002-of-00002"):
-        weights.find_checkpoint({"MINGLM4V_9B": str(ckpt)})
+        hub.find_checkpoint({"MINGLM4V_9B": str(ckpt)})
 
 
 def test_find_checkpoint_in_the_hugging_face_cache(tmp_path):
     env = {"HF_HOME": str(tmp_path / "hf")}
-    hub = tmp_path / "hf" / "hub"
-    assert weights.hub_cache(env) == hub and weights.hub_cache({"HF_HUB_CACHE": "/x"}) == Path("/x")
-    path, why = weights.find_checkpoint(env)
+    hub_dir = tmp_path / "hf" / "hub"
+    assert hub.hub_cache(env) == hub_dir and hub.hub_cache({"HF_HUB_CACHE": "/x"}) == Path("/x")
+    path, why = hub.find_checkpoint(env)
     assert path is None and "MINGLM4V_9B" in why and "MINGLM4V_DOWNLOAD=1" in why
     # an incomplete snapshot is reported, not used
-    repo = hub / "models--THUDM--GLM-4.1V-9B-Thinking"
+    repo = hub_dir / "models--THUDM--GLM-4.1V-9B-Thinking"
     partial = _fake_checkpoint(repo / "snapshots" / "aaa")
     (partial / "model-00001-of-00002.safetensors").unlink()
-    path, why = weights.find_checkpoint(env)
+    path, why = hub.find_checkpoint(env)
     assert path is None and "incomplete snapshots" in why and "model-00001-of-00002" in why
     # a complete one under the current name wins; refs/main picks among several snapshots
-    repo = hub / "models--zai-org--GLM-4.1V-9B-Thinking"
+    repo = hub_dir / "models--zai-org--GLM-4.1V-9B-Thinking"
     _fake_checkpoint(repo / "snapshots" / "old")
     new = _fake_checkpoint(repo / "snapshots" / "new")
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("new\n")
-    assert weights.find_checkpoint(env) == (new, "from the Hugging Face cache (zai-org/GLM-4.1V-9B-Thinking)")
+    assert hub.find_checkpoint(env) == (new, "from the Hugging Face cache (zai-org/GLM-4.1V-9B-Thinking)")
 
 
 def test_download_only_when_asked(tmp_path, monkeypatch):
@@ -236,13 +236,13 @@ def test_download_only_when_asked(tmp_path, monkeypatch):
     fake.snapshot_download = lambda repo, cache_dir: calls.append((repo, cache_dir)) or str(tmp_path / "dl")
     monkeypatch.setitem(sys.modules, "huggingface_hub", fake)
     env = {"HF_HUB_CACHE": str(tmp_path / "cache")}
-    assert weights.find_checkpoint(env)[0] is None and calls == []
-    path, why = weights.find_checkpoint({**env, "MINGLM4V_DOWNLOAD": "1"})
+    assert hub.find_checkpoint(env)[0] is None and calls == []
+    path, why = hub.find_checkpoint({**env, "MINGLM4V_DOWNLOAD": "1"})
     assert calls == [("zai-org/GLM-4.1V-9B-Thinking", str(tmp_path / "cache"))]
     assert path == tmp_path / "dl" and why.startswith("downloaded")
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # not installed
     with pytest.raises(CheckpointNotFoundError, match="pip install huggingface_hub"):
-        weights.find_checkpoint({**env, "MINGLM4V_DOWNLOAD": "1"})
+        hub.find_checkpoint({**env, "MINGLM4V_DOWNLOAD": "1"})
 
 
 def test_nothing_in_the_package_imports_huggingface_hub_at_module_level():
