@@ -258,6 +258,7 @@ def pipe():
     return pipeline(task="image-text-to-text", model=str(TINY), device="cpu", torch_dtype=torch.float32)
 
 
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # inside transformers' processor
 @pytest.mark.parametrize("full", [False, True])
 def test_pipeline_output_equals_transformers(pipe, hf_pipe, full):
     one = conversation("How many shapes are there?")
