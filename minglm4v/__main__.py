@@ -66,6 +66,7 @@ def demo(args) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .hub import resolve_checkpoint
     from .patchify import load_image, num_image_tokens, preprocess, unpatchify
     from .viz import draw_patch_grid
 
@@ -87,7 +88,7 @@ def demo(args) -> int:
     plt.close(fig)
     print(f"wrote      {out}")
     if args.model:
-        answer_questions(Path(args.model), data_dir() / DEMO_SCENE, DEMO_QUESTIONS)
+        answer_questions(resolve_checkpoint(args.model), data_dir() / DEMO_SCENE, DEMO_QUESTIONS)
     return 0
 
 
@@ -114,6 +115,7 @@ def generate(args) -> int:
 
     from . import load, load_processor
     from .generation import stream
+    from .hub import resolve_checkpoint
 
     utf8_text(args.system, "--system")
     if not utf8_text(args.prompt, "--prompt").strip():
@@ -121,7 +123,7 @@ def generate(args) -> int:
     given = [f"--{k.replace('_', '-')}" for k, default in SAMPLING_DEFAULTS.items() if getattr(args, k) != default]
     if given and not args.sample:
         raise CliError(f"{' '.join(given)} only apply when sampling; add --sample (the default is greedy decoding)")
-    folder = Path(args.model)
+    folder = resolve_checkpoint(args.model)  # a folder, a file:// URL or a Hub id in the local Hugging Face cache
     if not folder.is_dir():
         hint = " (the default tiny checkpoint is missing from data/)" if args.model == str(default_model()) else ""
         raise CliError(f"model folder {folder} not found{hint}; pass --model DIR, a checkpoint folder")
@@ -177,7 +179,8 @@ def main(argv=None) -> int:
     p.set_defaults(func=demo)
 
     g = sub.add_parser("generate", help="answer a prompt about images or a video, streaming the answer")
-    g.add_argument("--model", default=str(default_model()), help="checkpoint folder (default: data/tiny-glm4v)")
+    g.add_argument("--model", default=str(default_model()),
+                   help="checkpoint folder or Hub id in the local Hugging Face cache (default: data/tiny-glm4v)")
     g.add_argument("--image", action="append", default=[], help="an image file; repeat for several")
     g.add_argument("--video", action="append", default=[], help="a video file (not together with images)")
     g.add_argument("--prompt", required=True, help="the question or instruction")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -27,8 +28,9 @@ def image_path(tmp_path_factory):
     return path
 
 
-def run(*args):
-    return subprocess.run([sys.executable, "-m", "minglm4v", *args], capture_output=True, text=True, timeout=300)
+def run(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "minglm4v", *args], capture_output=True, text=True, timeout=300,
+                          env=None if env is None else {**os.environ, **env})
 
 
 def test_generate_streams_the_greedy_answer(data_dir):
@@ -148,3 +150,12 @@ def test_train_writes_into_the_current_directory_and_never_overwrites(tmp_path):
     one_line_error(train("--out", str(tmp_path / "elsewhere")), "--overwrite", "config.json")
     assert (folder / "model.safetensors").read_bytes() == weights
     assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == ["config.json"]
+
+
+def test_model_as_file_url_or_hub_id(data_dir, tmp_path):
+    r = run("generate", "--model", (data_dir / "tiny-glm4v").as_uri(), "--image", str(data_dir / "scene.png"),
+            "--prompt", "How many shapes are there?", "--max-new-tokens", "4")
+    assert (r.returncode, r.stdout) == (0, "3\n"), r.stderr
+    empty_cache = {"HF_HUB_CACHE": str(tmp_path), "HF_HOME": str(tmp_path)}
+    one_line_error(run("generate", "--model", "zai-org/GLM-4.1V-9B-Thinking", "--prompt", "x", env=empty_cache),
+                   "zai-org/GLM-4.1V-9B-Thinking", "Hugging Face cache", "download")
