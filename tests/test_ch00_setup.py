@@ -112,3 +112,16 @@ def test_readme_names_the_two_commands_and_ci_runs_the_test_one():
     readme = (ROOT / "README.md").read_text()
     assert "make demo" in readme and "make test" in readme
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_shipped_files_are_found_in_the_checkout():
+    import pytest
+
+    from minglm4v.errors import ShippedDataError
+    from minglm4v.resources import data_dir, default_checkpoint, shipped
+
+    assert data_dir() == ROOT / "data"  # a checkout: the repository's own folder (a wheel: minglm4v/data)
+    assert default_checkpoint() == ROOT / "data" / "tiny-glm4v" and (default_checkpoint() / "config.json").is_file()
+    assert shipped("scene.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ShippedDataError, match="nope.png"):
+        shipped("nope.png")
