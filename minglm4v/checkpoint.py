@@ -24,7 +24,7 @@ from typing import Iterator
 
 import torch
 
-from .devices import check_device
+from .devices import resolve_device
 from .errors import CheckpointError, CheckpointNotFoundError
 from .jsonfile import expect, read_json
 from .paths import local_path
@@ -74,7 +74,9 @@ def read_index(folder: Path) -> dict[str, str]:
     data = read_json(index, CheckpointError)
     weight_map = expect(data.get("weight_map"), dict, index, "weight_map", CheckpointError)
     if "metadata" in data:
-        expect(data["metadata"], dict, index, "metadata", CheckpointError)
+        metadata = expect(data["metadata"], dict, index, "metadata", CheckpointError)
+        if "total_size" in metadata:
+            expect(metadata["total_size"], (int, float), index, "metadata.total_size", CheckpointError)
     for name, shard in weight_map.items():
         expect(shard, str, index, f"weight_map[{name!r}]", CheckpointError)
     for shard in sorted(set(weight_map.values())):
@@ -140,14 +142,22 @@ def iter_checkpoint(folder: str | Path | Checkpoint, dtype: torch.dtype | None =
     come as `dtype` (None: as stored); integer and bool tensors (packed quantized weights) always as stored. On the
     CPU in the stored dtype, `mmap=True` yields views of the memory-mapped files (copy-on-write; see `weights.load`);
     anything else is read into a fresh tensor on `device` through one 64 MiB staging buffer. `progress` prints one
-    line per shard to stderr: True, False, or None (the default) for "when stderr is a terminal"."""
+    line per shard to stderr: True, False, or None (the default) for "when stderr is a terminal".
+
+    The folder, the device and the dtype are checked when this is called; the tensors are read as the caller
+    iterates. A consumer that keeps only what it needs of each tensor (a quantizer keeping int8 codes) therefore
+    peaks at what it keeps plus one tensor."""
     ckpt = folder if isinstance(folder, Checkpoint) else read_checkpoint(folder)
-    device = check_device(device)
-    if dtype is not None and not dtype.is_floating_point:
-        raise CheckpointError(f"dtype={dtype}: iter_checkpoint converts floating tensors only; pass a floating "
-                              "dtype or None")
-    reader = TensorReader(device, mmap)
-    show = _show_progress(progress) and len(ckpt.headers) > 1
+    device = resolve_device(device)
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise CheckpointError(f"dtype={dtype!r}: iter_checkpoint converts floating tensors only; pass a floating "
+                              "torch.dtype or None")
+    return _stream(ckpt, dtype, TensorReader(device, mmap), _show_progress(progress) and len(ckpt.headers) > 1)
+
+
+def _stream(ckpt: Checkpoint, dtype: torch.dtype | None, reader: TensorReader,
+            show: bool) -> Iterator[tuple[str, torch.Tensor]]:
+    """The generator behind iter_checkpoint (which checks everything first, so errors come at the call)."""
     start = time.perf_counter()
     for k, header in enumerate(ckpt.headers, 1):
         if show:

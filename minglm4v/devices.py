@@ -53,6 +53,13 @@ def resolve_device(device: str | int | torch.device) -> torch.device:
     return check_device(device)
 
 
+def _indexed(dev: torch.device) -> torch.device:
+    """"cuda" as the index it means (the current GPU), so that "cuda" and "cuda:0" count as one device."""
+    if dev.type == "cuda" and dev.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return dev
+
+
 def resolve_device_map(device_map) -> torch.device:
     """The one device that transformers' `device_map` argument asks for.
 
@@ -69,7 +76,7 @@ def resolve_device_map(device_map) -> torch.device:
         if offload:
             raise DeviceError("device_map offloads modules to 'disk'; minglm4v keeps the whole model on one "
                               "device. Pass one device (e.g. device_map='cpu'), or quantize the model to fit")
-        devices = {str(resolve_device(v)): k for k, v in device_map.items()}
+        devices = {str(_indexed(resolve_device(v))): k for k, v in device_map.items()}
         if len(devices) > 1:
             spread = ", ".join(f"{k!r} -> {d}" for d, k in devices.items())
             raise DeviceError(f"device_map spreads the model over {len(devices)} devices (e.g. {spread}); "

@@ -4,9 +4,11 @@ Each also derives from the standard exception a Python user would expect (`Value
 `except ValueError` keeps working. Messages say what was wrong and what to do.
 
 The classes, all defined here, by where they are raised:
-    ConfigError             config.json values or combinations GLM-4.1V cannot have          (config.py)
-    CheckpointError         tensors that do not match the model; CheckpointNotFoundError for
-                            a missing folder, config or shard (also a FileNotFoundError)     (weights.py)
+    ConfigError             config.json values or combinations GLM-4.1V cannot have          (config_io.py)
+    CheckpointError         tensors that do not match the model, forged safetensors headers   (weights.py,
+                            or indexes, failed saves; CheckpointNotFoundError for a missing    checkpoint.py,
+                            folder, config, shard or Hub id (also a FileNotFoundError)         safetensors_io.py,
+                                                                                               hub.py, atomic_save.py)
     ImageError              unreadable, empty, huge or oddly shaped images                    (patchify.py)
     VideoError              unreadable or frameless videos                                    (video.py)
     TokenizerError          a missing tokenizer.json or a token it lacks                      (tokenizer.py)
@@ -18,7 +20,8 @@ The classes, all defined here, by where they are raised:
     VisionInputError        pixel_values / grids the vision tower cannot encode               (vision.py)
     SamplingError           sampling settings out of range, NaN/inf logits                    (sampling.py)
     GenerationError         max_new_tokens, stop/pad ids, masks, prompts longer than the context (generation.py)
-    DeviceError             a device that is not there (e.g. "cuda" without a GPU)            (weights.py)
+    DeviceError             a device that is not there (e.g. "cuda" without a GPU), a
+                            device_map over several devices                                   (devices.py)
     TaskError               TinyVQA requests it cannot serve                                  (tinyvqa.py)
     CliError                command-line arguments that cannot be used                        (__main__.py)
     ShippedDataError        a file that ships with minglm4v (data/) is missing                (resources.py)

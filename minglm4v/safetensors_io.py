@@ -13,7 +13,7 @@ parameters can never share bytes and a forged header cannot make the reader allo
 
 `TensorReader` places a tensor's bytes on the target device and dtype: on the CPU in the stored dtype the tensor is a
 view of the memory-mapped file (copy-on-write); otherwise a `torch.empty` on the target filled through one 64 MiB
-staging buffer, a slice at a time. Nothing is unpickled, ever.
+staging buffer, a slice at a time. Only safetensors files are read: no code can run while loading.
 
 Shapes: as stored in the file.
 """

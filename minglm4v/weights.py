@@ -121,7 +121,10 @@ def _check_against(model: nn.Module, ckpt: Checkpoint) -> dict[str, torch.Tensor
 
 def load_state(model: nn.Module, folder: str | Path, dtype=None, device: str | torch.device = "cpu",
                mmap: bool = True, progress: bool | None = None) -> LoadReport:
-    """Fill a (meta) model from a checkpoint folder, strictly, one tensor at a time. Returns the count."""
+    """Fill a (meta) model from a checkpoint folder, strictly, one tensor at a time (`iter_checkpoint`).
+
+    Every tensor is checked against the model before any data is read; dtype, device, mmap and progress mean what
+    they mean for `load`. Returns the count (LoadReport)."""
     device = resolve_device(device)
     ckpt = read_checkpoint(folder)
     _check_against(model, ckpt)

@@ -181,6 +181,7 @@ INDEXES = {
     "a shard name that is a number": (lambda d: d["weight_map"].__setitem__("lm_head.weight", 3),
                                       ["weight_map['lm_head.weight']", "str"]),
     "metadata a string": (lambda d: d.__setitem__("metadata", "x"), ["metadata"]),
+    "total_size a string": (lambda d: d["metadata"].__setitem__("total_size", "1GB"), ["metadata.total_size"]),
 }
 
 
@@ -218,6 +219,16 @@ def test_hugging_face_cache_links_into_blobs_are_allowed(sharded, tmp_path):
     ref = minglm4v.load(sharded)
     model = minglm4v.load(snap)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in ref.state_dict().items())
+
+
+def test_the_loader_modules_never_unpickle():
+    import inspect
+
+    from minglm4v import atomic_save, hub
+
+    for module in (weights, checkpoint, safetensors_io, hub, atomic_save):
+        source = inspect.getsource(module)
+        assert "torch.load" not in source and "pickle" not in source, module.__name__
 
 
 # ---------------------------------------------------------------------- paths: local files stay local
@@ -350,3 +361,15 @@ def test_save_into_a_file_is_refused(tmp_path):
     (tmp_path / "f").write_text("x")
     expect(lambda: weights.save(_other_model(4), tmp_path / "f"), "is a file", error=CheckpointError)
     assert (tmp_path / "f").read_text() == "x"
+
+
+def test_saving_over_the_files_a_mapped_model_reads_from(saved_with_extras):
+    """New files replace the old names; the old inodes stay alive under the mapping, so no SIGBUS."""
+    folder = saved_with_extras
+    model = minglm4v.load(folder)  # parameters are views of the mapped shards
+    ref = {k: v.clone() for k, v in model.state_dict().items()}
+    weights.save(model, folder)  # reads from the mapping while replacing the files it maps
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in ref.items())
+    again = minglm4v.load(folder)
+    assert again.load_report.files == ("model.safetensors",)
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in ref.items())

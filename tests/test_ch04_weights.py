@@ -236,6 +236,7 @@ def test_dtype_auto_keeps_the_stored_dtype_and_names_work(tmp_path):
 
 def _pretend_gpus(monkeypatch, cuda: int = 0, mps: bool = False):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda > 0)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: cuda)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
 
@@ -254,7 +255,8 @@ def test_device_auto_loads_here(saved):
 @pytest.mark.parametrize("device_map, want", [(None, "cpu"), ("cpu", "cpu"), (torch.device("cpu"), "cpu"),
                                               (0, "cuda:0"), ("cuda:1", "cuda:1"), ({"": 1}, "cuda:1"),
                                               ({"model.visual": "cuda:0", "model.language_model": 0,
-                                                "lm_head": torch.device("cuda", 0)}, "cuda:0")])
+                                                "lm_head": torch.device("cuda", 0)}, "cuda:0"),
+                                              ({"model.visual": "cuda", "lm_head": "cuda:0"}, "cuda")])
 def test_device_map_naming_one_device(monkeypatch, device_map, want):
     _pretend_gpus(monkeypatch, cuda=2)
     assert resolve_device_map(device_map) == torch.device(want)
@@ -349,6 +351,15 @@ def test_iter_checkpoint_streams_every_tensor_once_in_file_order(tmp_path):
     stored = {k: v for f in ckpt.files for k, v in load_file(f).items()}
     for name, t in seen:
         assert t.dtype == torch.float32 and torch.equal(t, stored[name].float()), name
+
+
+def test_iter_checkpoint_checks_at_the_call_not_at_the_first_tensor(saved, tmp_path):
+    with pytest.raises(CheckpointNotFoundError, match="does not exist"):
+        iter_checkpoint(tmp_path / "nowhere")
+    with pytest.raises(CheckpointError, match="floating"):
+        iter_checkpoint(saved[0], dtype=torch.int8)
+    with pytest.raises(DeviceError, match="not a torch device"):
+        iter_checkpoint(saved[0], device="gpu0")
 
 
 def test_iter_checkpoint_passes_integer_tensors_through(tmp_path):
