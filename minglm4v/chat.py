@@ -15,9 +15,16 @@ template prints the Python repr of the list (clearly unintended); we join the te
 user messages of any form, the output is the template's, character for character.
 
 Messages use transformers' format: `{"role": "user", "content": [{"type": "image", "image": ...},
-{"type": "text", "text": "..."}]}` or `{"role": ..., "content": "a string"}`. When a checkpoint folder ships a
-template of its own that differs from GLM-4.1V's, `render_with_template` renders that instead (with jinja2, the way
-transformers does), so a fine-tune's prompt format is respected.
+{"type": "text", "text": "..."}]}` or `{"role": ..., "content": "a string"}`; an image or video may also be named
+under "path" or "url". An item that carries text and an image/video, or two sources, is refused as ambiguous (the
+format would silently use one of them). When a checkpoint folder ships a template of its own that differs from
+GLM-4.1V's, `render_with_template` renders that instead (with jinja2, the way transformers does, inside the bounds of
+template_sandbox.py), so a fine-tune's prompt format is respected.
+
+Special-token strings typed inside message text (`<|assistant|>`, `<|image|>`, `[gMASK]`) must not become real role or
+placeholder tokens: `mark_plain_text` wraps them in two Unicode noncharacters before rendering, and `split_marked`
+finds them in the rendered prompt, so the processor tokenizes them as plain characters (transformers does the same
+with `apply_chat_template(..., sanitize_control_tokens=True)`).
 """
 
 from __future__ import annotations

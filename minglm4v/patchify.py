@@ -13,55 +13,58 @@ p the patch size, N = t*h*w patches, each a row of C*tp*p*p numbers.
 Decisions (documented in chapter 01):
   * EXIF orientation: `load_image(path)` applies it (as transformers' `load_image` does), so a photo is upright the
     way a viewer shows it. A PIL image or array handed to `preprocess` is used exactly as given.
-  * Transparency is composited onto white; palette, grayscale, CMYK, ... are converted to RGB (as transformers).
-  * 16-bit images: transformers clips values above 255 (a 16-bit photo comes out almost white). We scale them to
-    8 bits instead (round(x / 257)); `sixteen_bit="clip"` reproduces transformers exactly.
+  * Conversion to RGB (transparency onto white, 16-bit scaled to 8 bits, ...) is `rgb.py`'s.
   * Images smaller than 28 px on a side are first scaled up so the short side is 28 (transformers v5 does the same).
-  * Memory stays bounded: `load_image` reads the header first and refuses files of more than `MAX_DECODE_PIXELS`
-    (PIL's decompression-bomb limit, 179 M pixels, <= 537 MB decoded) before decoding anything; all float work
-    happens after the resize, on at most `max_pixels` pixels.
+  * Files are opened by us and handed to PIL as file objects; URLs are refused unless `allow_download=True`
+    (`media_files.py`).
+  * Memory stays bounded: every route (file header, PIL image, array, tensor) meets `media_limits.MAX_DECODE_PIXELS`
+    (PIL's decompression-bomb limit, 179 M pixels) before any conversion; conversion goes a block of rows at a time
+    in uint8, and all float work happens after the resize, on at most `max_pixels` pixels.
   * Animated images (GIF, APNG, WebP): the first frame is used, with a warning that says so.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 
 from .errors import ImageError
+from .media_files import local_file, open_regular
+from .media_limits import MAX_DECODE_PIXELS, check_grid, check_picture
+from .rgb import ImageLike, check_array_image, to_rgb_image
 
 IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIP mean, per RGB channel
 IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)  # CLIP std
 MIN_PIXELS = 12544  # 112 * 112: preprocessor_config.json "shortest_edge" (a pixel count, not an edge)
 MAX_PIXELS = 9633792  # 14*14*2*2*2*6144: preprocessor_config.json "longest_edge"
 MAX_ASPECT_RATIO = 200
-MAX_DECODE_PIXELS = 2 * 89_478_485  # PIL's decompression-bomb limit: larger files are refused before decoding
-
-ImageLike = Union[Image.Image, np.ndarray]
-
 
 # ---------------------------------------------------------------------- sizes
 
 def smart_resize(num_frames: int, height: int, width: int, *, factor: int = 28, temporal_factor: int = 2,
-                 min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+                 min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS,
+                 error: type[Exception] = ImageError) -> tuple[int, int]:
     """The (h, w) an image of `height` x `width` is resized to: multiples of `factor` (= patch * merge), with
-    num_frames * h * w kept inside [min_pixels, max_pixels] and the aspect ratio kept as well as possible."""
+    num_frames * h * w kept inside [min_pixels, max_pixels] and the aspect ratio kept as well as possible.
+    Bad sizes raise `error` (video.video_size passes VideoError)."""
     if num_frames < temporal_factor:
-        raise ImageError(f"num_frames={num_frames} is less than temporal_patch_size={temporal_factor}")
+        raise error(f"num_frames={num_frames} is less than temporal_patch_size={temporal_factor}")
     if height <= 0 or width <= 0:
-        raise ImageError(f"image of size {width}x{height} (width x height) is empty; give an image with pixels")
+        raise error(f"image of size {width}x{height} (width x height) is empty; give an image with pixels")
+    real = f"{width}x{height}"  # the size as given, named in the errors below
     if height < factor or width < factor:  # tiny image: scale up so that the short side is `factor`
         scale = max(factor / height, factor / width)
         height, width = int(height * scale), int(width * scale)
     if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
-        raise ImageError(f"aspect ratio {max(height, width) / min(height, width):.1f} of a {width}x{height} image "
-                         f"exceeds {MAX_ASPECT_RATIO}; crop or pad it first")
+        raise error(f"aspect ratio {max(height, width) / min(height, width):.1f} of a {real} (width x height) "
+                    f"picture exceeds {MAX_ASPECT_RATIO}; crop or pad it first")
     # Python's round() rounds halves to even: 70 / 28 = 2.5 -> 2
     h, w = round(height / factor) * factor, round(width / factor) * factor
     t = round(num_frames / temporal_factor) * temporal_factor
@@ -78,6 +81,7 @@ def smart_resize(num_frames: int, height: int, width: int, *, factor: int = 28, 
 
 def num_image_tokens(grid_thw: torch.Tensor | Sequence[int], merge_size: int = 2) -> int | torch.Tensor:
     """Placeholder tokens for a grid (t, h, w): t*h*w / m^2. Works on one grid or a (n, 3) tensor."""
+    check_grid(grid_thw, "image_grid_thw", ImageError, merge_size)
     g = torch.as_tensor(grid_thw)
     n = g.prod(-1) // merge_size**2
     return int(n) if n.ndim == 0 else n
@@ -85,99 +89,71 @@ def num_image_tokens(grid_thw: torch.Tensor | Sequence[int], merge_size: int = 2
 
 # ---------------------------------------------------------------------- reading images
 
-def load_image(path: str | Path) -> Image.Image:
-    """Open an image file, apply its EXIF orientation, and return it fully read (the first frame if animated).
+def load_image(source, *, allow_download: bool = False) -> ImageLike:
+    """An image source -> a PIL image or an (H, W[, C]) uint8/uint16 array, ready for `preprocess`.
 
-    The size is checked from the header before any pixel is decoded (see MAX_DECODE_PIXELS)."""
+    Accepted: a path (str or pathlib.Path) or a `file://` URL, read with `read_image_file`; a PIL image (returned
+    as it is); a numpy array (H, W) or (H, W, C), C = 1, 3 or 4 (checked, returned as it is); a torch tensor
+    (C, H, W) as torchvision lays images out, or (H, W, C), or (H, W), uint8 (returned as a numpy array). An
+    http(s) URL is refused unless `allow_download=True`: then it is downloaded (at most
+    media_files.MAX_DOWNLOAD_BYTES) to a temporary file that is removed once the image is read."""
+    if isinstance(source, Image.Image):
+        return source
+    if isinstance(source, np.ndarray):
+        check_array_image(source)
+        return source
+    if isinstance(source, torch.Tensor):
+        return _tensor_image(source)
+    if isinstance(source, (str, os.PathLike)):
+        with local_file(source, "image", ImageError, allow_download) as (path, shown):
+            return read_image_file(path, shown)
+    raise ImageError(f"an image source must be a path, a file:// URL, a PIL image, a numpy array or a torch tensor, "
+                     f"got {type(source).__name__}")
+
+
+def read_image_file(path: str | Path, shown: str | None = None) -> Image.Image:
+    """Open a local image file, apply its EXIF orientation, and return it fully read (the first frame if animated).
+
+    We open the file and hand PIL the open file object. The size is checked from the header before any pixel is
+    decoded (media_limits.MAX_DECODE_PIXELS)."""
     path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"image file {path} not found")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we apply our own limit below
-            with Image.open(path) as im:  # reads the header only
-                w, h = im.size
-                if w == 0 or h == 0:
-                    raise ImageError(f"image {path} is empty ({w}x{h} pixels)")
-                if w * h > MAX_DECODE_PIXELS:
-                    raise ImageError(f"image {path} is {w}x{h} = {w * h:,} pixels, more than minglm4v decodes "
-                                     f"({MAX_DECODE_PIXELS:,}); downscale it first (the model sees at most "
-                                     f"{MAX_PIXELS // 2:,} pixels of it anyway)")
-                frames = getattr(im, "n_frames", 1)
-                if frames > 1:
-                    warnings.warn(f"{path} is animated ({frames} frames); using its first frame", stacklevel=2)
-                im.seek(0)
-                im.load()
-                return ImageOps.exif_transpose(im)
-    except Image.DecompressionBombError as e:  # PIL refuses the very largest files while reading the header
-        raise ImageError(f"image {path} is larger than minglm4v decodes ({MAX_DECODE_PIXELS:,} pixels): {e} "
-                         "Downscale it first.") from e
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        if isinstance(e, ImageError):
-            raise
-        raise ImageError(f"cannot read image {path}: {e}") from e
+    shown = shown or str(path)
+    with open_regular(path, "image", ImageError, shown) as f:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we apply our own limit below
+                with Image.open(f) as im:  # reads the header only
+                    check_picture(*im.size, f"image {shown}", ImageError)
+                    frames = getattr(im, "n_frames", 1)
+                    if frames > 1:
+                        warnings.warn(f"{shown} is animated ({frames} frames); using its first frame", stacklevel=3)
+                    im.seek(0)
+                    im.load()
+                    return ImageOps.exif_transpose(im)
+        except Image.DecompressionBombError as e:  # PIL refuses the very largest files while reading the header
+            raise ImageError(f"image {shown} is larger than minglm4v decodes ({MAX_DECODE_PIXELS:,} pixels): {e} "
+                             "Downscale it first.") from e
+        except (OSError, SyntaxError, ValueError, EOFError) as e:
+            if isinstance(e, ImageError):
+                raise
+            raise ImageError(f"cannot read image {shown}: {e}") from e
 
 
-def to_rgb_array(image: ImageLike, sixteen_bit: str = "scale") -> np.ndarray:
-    """Any PIL image or HxW / HxWxC array (C = 1, 3 or 4; uint8 or uint16) -> (H, W, 3) uint8 RGB."""
-    if sixteen_bit not in ("scale", "clip"):
-        raise ImageError(f"sixteen_bit={sixteen_bit!r}; use 'scale' or 'clip'")
-    if isinstance(image, Image.Image):
-        return _pil_to_rgb(image, sixteen_bit)
-    if isinstance(image, np.ndarray):
-        return _array_to_rgb(image, sixteen_bit)
-    raise ImageError(f"expected a PIL image or an HxWxC numpy array, got {type(image).__name__}; "
-                     "open files with minglm4v.patchify.load_image(path)")
-
-
-def _pil_to_rgb(im: Image.Image, sixteen_bit: str) -> np.ndarray:
-    if im.width == 0 or im.height == 0:
-        raise ImageError(f"image of size {im.width}x{im.height} is empty")
-    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        if sixteen_bit == "scale":
-            a = np.asarray(im)
-            return _array_to_rgb(a if a.dtype == np.uint16 else a.clip(0, 65535).astype(np.uint16), "scale")
-        return np.asarray(im.convert("RGB"))  # what transformers does: values above 255 saturate
-    if im.mode == "F":
-        raise ImageError("32-bit float images (PIL mode 'F') have no fixed range; convert to 8-bit RGB first")
-    if "A" in im.getbands() or im.info.get("transparency") is not None:
-        rgba = im.convert("RGBA")  # composite transparent pixels onto white
-        return np.asarray(Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-                          .convert("RGB"))
-    return np.asarray(im.convert("RGB"))
-
-
-def _array_to_rgb(a: np.ndarray, sixteen_bit: str) -> np.ndarray:
-    if a.ndim == 2:
-        a = a[:, :, None]  # (H, W) -> (H, W, 1)
-    if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
-        raise ImageError(f"array image of shape {a.shape}: expected (H, W), or (H, W, C) with C = 1, 3 or 4 "
-                         "(channels last)")
-    if a.shape[0] == 0 or a.shape[1] == 0:
-        raise ImageError(f"array image of shape {a.shape} is empty")
-    if a.shape[0] * a.shape[1] > MAX_DECODE_PIXELS:
-        raise ImageError(f"array image of {a.shape[1]}x{a.shape[0]} pixels is larger than minglm4v accepts "
-                         f"({MAX_DECODE_PIXELS:,} pixels); downscale it first")
-    if a.dtype == np.uint16:
-        if sixteen_bit == "scale":
-            a = ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)  # round(x / 257): 65535 -> 255, no ties
-        else:
-            a = a.clip(0, 255).astype(np.uint8)
-    elif a.dtype != np.uint8:
-        raise ImageError(f"array image of dtype {a.dtype}: expected uint8 (0..255) or uint16; for floats in [0, 1] "
-                         "pass (x * 255).round().astype(np.uint8)")
-    if a.shape[2] == 1:
-        return np.repeat(a, 3, axis=2)
-    if a.shape[2] == 4:  # blend onto white with the alpha channel, as transformers does for arrays
-        # round(alpha/255 * rgb + (1 - alpha/255) * 255) in integers (the exact value is never a tie),
-        # a block of rows at a time so a large image needs no large temporary
-        out = np.empty(a.shape[:2] + (3,), dtype=np.uint8)
-        for r in range(0, a.shape[0], 512):
-            blk = a[r:r + 512].astype(np.uint32)
-            alpha = blk[..., 3:4]
-            out[r:r + 512] = (alpha * blk[..., :3] + (255 - alpha) * 255 + 127) // 255
-        return out
-    return np.ascontiguousarray(a)
+def _tensor_image(x: torch.Tensor) -> np.ndarray:
+    """A uint8 tensor (C, H, W), (H, W, C) or (H, W) -> a numpy (H, W[, C]) array; ambiguous layouts are refused."""
+    if x.dtype != torch.uint8:
+        raise ImageError(f"tensor image of dtype {x.dtype}: expected uint8 (0..255); for floats in [0, 1] pass "
+                         "(x * 255).round().to(torch.uint8)")
+    if x.ndim == 3:
+        first, last = x.shape[0] in (1, 3, 4), x.shape[2] in (1, 3, 4)
+        if first and last:
+            raise ImageError(f"tensor image of shape {tuple(x.shape)}: channels could be first or last; pass a "
+                             "numpy (H, W, C) array instead")
+        if first:
+            x = x.permute(1, 2, 0)  # (C, H, W) -> (H, W, C), a view
+    a = x.detach().cpu().numpy()
+    check_array_image(a)
+    return a
 
 
 # ---------------------------------------------------------------------- patches
@@ -210,9 +186,15 @@ def patchify(frames: np.ndarray | torch.Tensor, patch_size: int = 14, temporal_p
 def unpatchify(pixel_values: torch.Tensor, grid_thw: Sequence[int], patch_size: int = 14,
                temporal_patch_size: int = 2, merge_size: int = 2, mean=IMAGE_MEAN, std=IMAGE_STD) -> np.ndarray:
     """The inverse of `patchify` + normalisation for one grid: (N, C*tp*p*p) -> (T, H, W, C) uint8 frames."""
-    t, h, w = (int(v) for v in grid_thw)
+    rows = check_grid(grid_thw, "grid_thw", ImageError, merge_size)
+    if len(rows) != 1:
+        raise ImageError(f"unpatchify takes the grid of one image or video, got {len(rows)} rows")
+    (t, h, w), = rows
     p, tp, m = patch_size, temporal_patch_size, merge_size
     x = torch.as_tensor(pixel_values, dtype=torch.float32)
+    if x.ndim != 2 or x.shape[0] != t * h * w or x.shape[1] % (tp * p * p):
+        raise ImageError(f"pixel_values of shape {tuple(x.shape)} do not fit the grid {[t, h, w]}: expected "
+                         f"({t * h * w}, C*{tp * p * p}) rows, one per patch")
     C = x.shape[1] // (tp * p * p)
     x = x.reshape(t, h // m, w // m, m, m, C, tp, p, p)  # (t, bh, bw, mh, mw, C, tp, py, px)
     x = x.permute(0, 6, 5, 1, 3, 7, 2, 4, 8)  # (t, tp, C, bh, mh, py, bw, mw, px)
@@ -248,21 +230,15 @@ def patchify_rgb(rgb: np.ndarray, lut: np.ndarray, out: np.ndarray, patch_size: 
 
 
 def _height_width(image) -> tuple[int, int]:
+    """(H, W) of a PIL image or array, refused here (before any conversion) when empty or too large."""
     if isinstance(image, Image.Image):
+        check_picture(image.width, image.height, f"{image.mode} image", ImageError)
         return image.height, image.width
-    if isinstance(image, np.ndarray) and image.ndim in (2, 3):
+    if isinstance(image, np.ndarray):
+        check_array_image(image)
         return image.shape[0], image.shape[1]
-    to_rgb_array(image)  # raises the error that says what is wrong with it
+    to_rgb_image(image)  # raises the error that says what is wrong with it
     raise AssertionError("unreachable")
-
-
-def to_rgb_image(image: ImageLike, sixteen_bit: str = "scale") -> Image.Image:
-    """Like `to_rgb_array`, as a PIL image (an RGB PIL image without transparency is returned as it is)."""
-    if isinstance(image, Image.Image) and image.mode == "RGB" and image.info.get("transparency") is None:
-        if image.width == 0 or image.height == 0:
-            raise ImageError(f"image of size {image.width}x{image.height} is empty")
-        return image
-    return Image.fromarray(to_rgb_array(image, sixteen_bit))
 
 
 def preprocess(images: ImageLike | Sequence[ImageLike], *, min_pixels: int = MIN_PIXELS,

@@ -20,8 +20,6 @@ Shapes: B conversations, L longest prompt, N patch rows, n images.
 
 from __future__ import annotations
 
-import tempfile
-from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +34,7 @@ from .patchify import num_image_tokens, preprocess
 from .paths import local_path
 from .processor_config import ImageProcessorConfig, VideoProcessorConfig, read_chat_template, write_settings
 from .processor_options import CALL_KEYWORDS, CHAT_KEYWORDS, Options, parse
+from .prompt_ids import expand_placeholders, left_pad, token_types
 from .tokenizer import Tokenizer
 
 KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "pixel_values", "image_grid_thw", "pixel_values_videos",
@@ -168,15 +167,11 @@ class Processor:
             items = [item for msg in conv if isinstance(msg["content"], (list, tuple)) for item in msg["content"]]
             images.append([item for item in items if chat.item_kind(item) == "image"])
             videos.append([item for item in items if chat.item_kind(item) == "video"])
-        with ExitStack() as stack:
-            folder = Path(stack.enter_context(tempfile.TemporaryDirectory())) if opts.allow_download else None
-            flat_images = [image_from(chat.media_source(it), opts.allow_download, folder) for ims in images
-                           for it in ims]
-            c = self.video_config
-            flat_videos = [video_from(chat.media_source(it), it.get("fps"), opts.allow_download, folder,
-                                      c.fps, c.max_duration) for vids in videos for it in vids]
-            rows = [self._ids(chat.split_marked(t)) for t in texts]
-            out = self._inputs(rows, flat_images, flat_videos, opts)
+        c = self.video_config
+        flat_images = [image_from(chat.media_source(it), opts.allow_download) for ims in images for it in ims]
+        flat_videos = [video_from(chat.media_source(it), it.get("fps"), c.fps, c.max_duration) for vids in videos
+                       for it in vids]
+        out = self._inputs([self._ids(chat.split_marked(t)) for t in texts], flat_images, flat_videos, opts)
         return out if opts.return_dict else out["input_ids"]
 
     def __call__(self, text=None, images=None, videos=None, **kwargs) -> BatchFeature:
@@ -192,16 +187,12 @@ class Processor:
         if not texts or not all(isinstance(t, str) for t in texts):
             raise ProcessorError(f"processor(text=...) takes a string or a non-empty list of strings, got "
                                  f"{type(text).__name__}")
-        with ExitStack() as stack:
-            folder = Path(stack.enter_context(tempfile.TemporaryDirectory())) if opts.allow_download else None
-            flat_images = [image_from(im, opts.allow_download, folder) for im in _flatten(images)]
-            c = self.video_config
-            flat_videos = [video_from(v.get("video", v.get("path")), v.get("fps"), opts.allow_download, folder,
-                                      c.fps, c.max_duration) if isinstance(v, dict)
-                           else video_from(v, None, opts.allow_download, folder, c.fps, c.max_duration)
-                           for v in ([] if videos is None else list(videos) if isinstance(videos, list)
-                                     else [videos])]
-            return self._inputs([self.tokenizer.encode(t) for t in texts], flat_images, flat_videos, opts)
+        c = self.video_config
+        flat_images = [image_from(im, opts.allow_download) for im in _flatten(images)]
+        flat_videos = [video_from(v.get("video", v.get("path")), v.get("fps"), c.fps, c.max_duration)
+                       if isinstance(v, dict) else video_from(v, None, c.fps, c.max_duration)
+                       for v in ([] if videos is None else list(videos) if isinstance(videos, list) else [videos])]
+        return self._inputs([self.tokenizer.encode(t) for t in texts], flat_images, flat_videos, opts)
 
     def _ids(self, pieces: list[tuple[str, bool]]) -> list[int]:
         """Token ids of a marked prompt: the format's own text with special tokens, typed ones as plain text."""
@@ -223,7 +214,7 @@ class Processor:
             counts = num_image_tokens(out["image_grid_thw"], c.merge_size).tolist()
         blocks: list[list[int]] = []
         if videos:
-            v = self.preprocess_videos(videos)
+            v = self.preprocess_videos(videos, allow_download=opts.allow_download)
             out["pixel_values_videos"], out["video_grid_thw"] = v.pixel_values_videos, v.video_grid_thw
             blocks = [self._video_ids(g, ts) for g, ts in zip(v.video_grid_thw.tolist(), v.timestamps)]
         expanded, i_start, v_start = [], 0, 0
@@ -243,14 +234,14 @@ class Processor:
 
     # ------------------------------------------------------------------ video
 
-    def preprocess_videos(self, videos) -> V.VideoInputs:
-        """File paths / `video.SampledVideo`s -> `video.VideoInputs` with this processor's video settings (the
-        pixels and grids, plus each video's frame indices and per-temporal-patch timestamps)."""
+    def preprocess_videos(self, videos, allow_download: bool = False) -> V.VideoInputs:
+        """File paths / URLs / `video.SampledVideo`s -> `video.VideoInputs` with this processor's video settings
+        (the pixels and grids, plus each video's frame indices and per-temporal-patch timestamps)."""
         c = self.video_config
         return V.preprocess_videos(videos, sample_fps=c.fps, max_duration=c.max_duration, min_pixels=c.min_pixels,
                                    max_pixels=c.max_pixels, patch_size=c.patch_size,
                                    temporal_patch_size=c.temporal_patch_size, merge_size=c.merge_size,
-                                   mean=c.image_mean, std=c.image_std)
+                                   mean=c.image_mean, std=c.image_std, allow_download=allow_download)
 
     def _video_ids(self, grid: list[int], timestamps: list[float]) -> list[int]:
         """The ids that replace one <|video|>: per temporal patch, an image block and its whole seconds as text
@@ -260,50 +251,14 @@ class Processor:
     # ------------------------------------------------------------------ placeholders and padding
 
     def _expand(self, ids: list[int], counts: list[int], videos: list[list[int]], which: int) -> list[int]:
-        """Repeat the k-th <|image|> id counts[k] times; replace the k-th <|video|> id by videos[k]."""
-        slots = [j for j, t in enumerate(ids) if t == self.image_token_id]
-        vslots = [j for j, t in enumerate(ids) if t == self.video_token_id]
-        if len(slots) != len(counts):
-            raise ProcessorError(f"conversation {which}: the prompt has {len(slots)} <|image|> placeholders but "
-                                 f"{len(counts)} images were given; every image needs exactly one image item "
-                                 "(and no literal '<|image|>' in the text)")
-        if len(vslots) != len(videos):
-            raise ProcessorError(f"conversation {which}: the prompt has {len(vslots)} <|video|> placeholders but "
-                                 f"{len(videos)} videos were given; every video needs exactly one video item "
-                                 "(and no literal '<|video|>' in the text)")
-        fill = dict(zip(slots, ([self.image_token_id] * n for n in counts)))
-        fill.update(zip(vslots, videos))
-        out, prev = [], 0
-        for j in sorted(fill):
-            out += ids[prev:j] + fill[j]
-            prev = j + 1
-        return out + ids[prev:]
+        return expand_placeholders(ids, self.image_token_id, self.video_token_id, counts, videos, which)
 
     def mm_token_type_ids(self, ids: list[int]) -> list[int]:
-        """Per token: 1 for an image's placeholder, 2 for a video frame's (an <|image|> between <|begin_of_video|>
-        and <|end_of_video|>), 0 for everything else (transformers' `create_mm_token_type_ids`)."""
-        out, depth = [], 0
-        for t in ids:
-            depth += (t == self.video_start_id) - (t == self.video_end_id)
-            out.append((2 if depth > 0 else 1) if t == self.image_token_id else 0)
-        return out
+        """Per token: 1 image placeholder, 2 video-frame placeholder, 0 anything else (prompt_ids.token_types)."""
+        return token_types(ids, self.image_token_id, self.video_start_id, self.video_end_id)
 
     def _pad(self, rows: list[list[int]], opts: Options) -> dict:
-        if not rows or min(len(r) for r in rows) == 0:
-            raise ProcessorError("a prompt has no tokens; give some text")
-        L = max(len(r) for r in rows)
-        if not opts.padding and len({len(r) for r in rows}) > 1 and opts.return_tensors is not None:
-            raise ProcessorError(f"the prompts have different lengths ({sorted({len(r) for r in rows})}) and "
-                                 "padding=False; pass padding=True, or return_tensors=None for lists")
-        pad = [L - len(r) if opts.padding else 0 for r in rows]
-        ids = [[self.pad_token_id] * p + r for p, r in zip(pad, rows)]
-        text = {"input_ids": ids, "attention_mask": [[0] * p + [1] * len(r) for p, r in zip(pad, rows)],
-                "mm_token_type_ids": [[0] * p + self.mm_token_type_ids(r) for p, r in zip(pad, rows)]}
-        if opts.return_tensors == "pt":
-            return {k: torch.tensor(v, dtype=torch.long) for k, v in text.items()}  # (B, L) each
-        if opts.return_tensors == "np":
-            return {k: np.array(v, dtype=np.int64) for k, v in text.items()}
-        return text
+        return left_pad(rows, self.pad_token_id, self.mm_token_type_ids, opts.padding, opts.return_tensors)
 
 
 def _is_batch(conversation) -> bool:

@@ -92,13 +92,14 @@ class Tokenizer:
             ids = [ids]
         if not isinstance(ids, (list, tuple)):
             raise TokenizerError(f"decode() takes a sequence of token ids, got {type(ids).__name__}")
-        top = self.max_id
         for i in ids:
             if isinstance(i, bool) or not isinstance(i, int):
                 hint = "; use batch_decode() for a batch" if isinstance(i, (list, tuple)) else ""
                 raise TokenizerError(f"decode() takes integer token ids, got {type(i).__name__} {i!r:.40}{hint}")
-            if not 0 <= i <= top:
-                raise TokenizerError(f"token id {i} is outside this tokenizer's ids 0..{top} ({self.source})")
+            if i < 0 or i >= 1 << 32:
+                raise TokenizerError(f"token id {i} is not a token id (they are 0 .. {self.max_id} in {self.source})")
+        # Ids past the tokenizer's last one (a model's vocabulary is often larger: padding rows) decode to nothing,
+        # as in transformers, so that a stream or a batch of generated ids can always be shown.
         return list(ids)
 
     def token_to_id(self, token: str) -> int:

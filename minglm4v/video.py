@@ -1,26 +1,27 @@
-"""Video in: decode a clip, pick frames at 2 per second, resize them together, and cut pairs of frames into patches.
+"""Video in: pick frames at 2 per second, resize them together, and cut pairs of frames into patches.
 
-Mirrors transformers' `Glm4vVideoProcessor` (`sample_frames`, `resize`, `patchify`) and its PyAV reader, docs/glm41v.md §3:
+Mirrors transformers' `Glm4vVideoProcessor` (`sample_frames`, `resize`, `patchify`), docs/glm41v.md §3:
 
-    file --PyAV--> fps, frame count (counted by decoding where the container does not say, e.g. WebM)
-         --sample_indices--> frame indices at 2 fps (at most 300 s; longer clips: 600 frames spread evenly)
-         --decode those frames--> (T, H, W, 3) uint8
-         --smart_resize(T, H, W): one size for all frames, T*h*w within the pixel budget--> (T, 3, h, w) uint8
-         --(x - 255*mean) / (255*std)--> float32 --two consecutive frames per temporal patch-->
+    source --video_io.probe--> fps, frame count, H, W   (or a list/array/tensor of frames with their fps)
+           --sample_indices--> frame indices at 2 fps (at most 300 s; longer clips: 600 frames spread evenly)
+           --decode those frames (video_io.read_frames)--> (T, H, W, 3) uint8
+           --smart_resize(T, H, W): one size for all frames, T*h*w within the pixel budget--> (T, 3, h, w) uint8
+           --(x - 255*mean) / (255*std)--> float32 --two consecutive frames per temporal patch-->
     pixel_values_videos (t*h*w, 1176), video_grid_thw [t, h/14, w/14], a timestamp per temporal patch
 
 The timestamp of temporal patch k is the time of its first frame (index / fps); the prompt shows it as whole seconds
-(`frame_blocks_text`). A list of frames with their fps goes through the same sampling (`from_frames`).
+(`frame_blocks_text`). `load_video(source)` turns any source into a `SampledVideo`; `preprocess_videos` takes file
+sources directly and resizes each frame as it is decoded, so memory holds only the resized frames.
 
 Decisions:
   * duration = frame count / fps, which is what transformers' decoders record; a clip of 2 frames still gives one
     temporal patch (transformers v5 samples at least one frame; the odd count is then padded by repeating it).
-  * Resizing is torch's bicubic with antialias on the uint8 frames, the way torchvision resizes uint8 tensors on the
-    CPU (its native uint8 kernel for BICUBIC; on a GPU torchvision goes through float32, then rounds and clamps, and
-    so do we). transformers' video processor calls torchvision's resize on uint8 frames. There is no torchvision
-    beside the CPU torch here to compare pixels with, so this follows torchvision's source, not a measurement. It runs
-    frame by frame as frames are decoded, so memory holds only the resized frames.
-  * The container's rotation metadata is not applied (nor does transformers' PyAV reader apply it).
+  * Sources: a path or file:// URL (opened by us, see video_io.py); an http(s) URL only with `allow_download=True`
+    (media_files.py); frames as a (T, H, W, 3) uint8 array or tensor, or a list of HxWx3 uint8 arrays / tensors /
+    PIL images (PIL frames go through rgb.py, so transparency is white as for images).
+  * Limits (media_limits.py) are checked from sizes before anything is stacked, converted or decoded: every frame
+    as an image, and frames held at full size (kept frames x H x W) against MAX_CLIP_PIXELS.
+  * Bad video settings, sizes and frames raise VideoError (never ImageError).
 
 Shape legend: T sampled frames, H W source size, h w resized size, t h w (grid) in patches, N = t*h*w rows.
 """
@@ -28,35 +29,27 @@ Shape legend: T sampled frames, H W source size, h w resized size, t h w (grid) 
 from __future__ import annotations
 
 import math
+import numbers
+import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from .errors import VideoError
+from .media_files import local_file
+from .media_limits import check_clip, check_grid
 from .patchify import IMAGE_MEAN, IMAGE_STD, patchify, smart_resize
+from .rgb import to_rgb_array
+from .video_io import probe, read_frames, resize_frames
 
 SAMPLE_FPS = 2.0  # frames per second kept ("fps" of the video processor)
 MAX_DURATION = 300.0  # seconds sampled at SAMPLE_FPS; longer clips get SAMPLE_FPS * MAX_DURATION frames spread evenly
 VIDEO_MIN_PIXELS = 12544  # video_preprocessor_config.json "shortest_edge" (a pixel count over all frames)
 VIDEO_MAX_PIXELS = 47040000  # "longest_edge" = 28*28*2*30000: at most ~30 000 LLM tokens per video
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """What the container says about its first video stream (frame count counted by decoding where it is absent)."""
-    fps: float
-    total_frames: int
-    height: int
-    width: int
-
-    @property
-    def duration(self) -> float:
-        return self.total_frames / self.fps
+MAX_KEPT_FRAMES = 1 << 16  # sample_fps * max_duration: beyond it no frame could keep a 28x28 size in any budget
 
 
 @dataclass
@@ -92,12 +85,15 @@ def sample_indices(total_frames: int, fps: float, *, sample_fps: float = SAMPLE_
     Up to `max_duration` seconds: n = floor(duration * sample_fps) (at least 1) frames, frame i at
     ceil(i * fps / sample_fps). Longer: sample_fps * max_duration frames at evenly spaced times 0 .. duration (all
     frames if there are not more than that). Then duplicates go (first kept) and an odd count repeats the last."""
-    if int(total_frames) != total_frames or total_frames < 1:
-        raise VideoError(f"a video needs at least one frame, got total_frames={total_frames}")
-    if not (fps > 0 and math.isfinite(fps)):
-        raise VideoError(f"frame rate fps={fps} must be a positive number of frames per second")
-    if not (sample_fps > 0 and max_duration > 0):
-        raise VideoError(f"sample_fps={sample_fps} and max_duration={max_duration} must be positive")
+    if not _number(total_frames) or int(total_frames) != total_frames or total_frames < 1:
+        raise VideoError(f"a video needs at least one frame, got total_frames={total_frames!r:.40}")
+    if not (_number(fps) and fps > 0 and math.isfinite(fps)):
+        raise VideoError(f"frame rate fps={fps!r:.40} must be a positive number of frames per second")
+    if not (_number(sample_fps) and _number(max_duration) and sample_fps > 0 and max_duration > 0
+            and sample_fps * max_duration <= MAX_KEPT_FRAMES):
+        raise VideoError(f"sample_fps={sample_fps!r:.40} and max_duration={max_duration!r:.40} must be positive "
+                         f"numbers keeping at most {MAX_KEPT_FRAMES:,} frames (sample_fps * max_duration); the "
+                         "published settings are 2 fps and 300 s")
     total_frames = int(total_frames)
     last = total_frames - 1
     duration = total_frames / fps
@@ -116,124 +112,96 @@ def sample_indices(total_frames: int, fps: float, *, sample_fps: float = SAMPLE_
     return picks
 
 
+def _number(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
+
+
 def patch_timestamps(indices: Sequence[int], fps: float, temporal_patch_size: int = 2) -> list[float]:
     """One timestamp per temporal patch: the time (s) of its first frame."""
     return [i / fps for i in list(indices)[::temporal_patch_size]]
 
 
-# ---------------------------------------------------------------------- decoding
+# ---------------------------------------------------------------------- sources
 
-def _open(path: Path):
-    import av
+def load_video(source, *, fps: float | None = None, allow_download: bool = False, sample_fps: float = SAMPLE_FPS,
+               max_duration: float = MAX_DURATION, size: tuple[int, int] | None = None) -> SampledVideo:
+    """A video source -> the frames kept at `sample_fps` (full size unless `size` = (h, w) is given).
 
-    if not path.is_file():
-        raise VideoError(f"video file {path} not found")
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError, ValueError) as e:
-        raise VideoError(f"cannot open {path} as a video ({e}); give a file ffmpeg can read (mp4, webm, mkv, ...)") \
-            from e
-    if not container.streams.video:
-        kinds = [s.type for s in container.streams] or "none"
-        container.close()
-        raise VideoError(f"{path} holds no video stream (streams: {kinds}); give a file with pictures in it")
-    return container
-
-
-def _decode(container, path: Path):
-    """Yield (index, frame) for every frame of the first video stream; decoding errors become VideoError."""
-    import av
-
-    i = -1
-    try:
-        for i, frame in enumerate(container.decode(video=0)):
-            yield i, frame
-    except av.error.FFmpegError as e:
-        raise VideoError(f"{path}: the video stream is corrupt after {i + 1} frames ({e}); re-encode the file") from e
-
-
-def probe(path: str | Path) -> VideoInfo:
-    """fps, frame count and size of a video file. Where the container does not record the frame count (WebM says
-    0), the frames are counted by decoding the stream once."""
-    path = Path(path)
-    with _open(path) as c:
-        s = c.streams.video[0]
-        rate = s.average_rate or s.guessed_rate
-        if not rate or rate <= 0:
-            raise VideoError(f"{path}: the video stream has no frame rate; re-encode it with a constant frame rate")
-        total = s.frames or sum(1 for _ in _decode(c, path))
-        height, width = s.height, s.width
-    if total == 0:
-        raise VideoError(f"{path}: the video stream has no frames")
-    return VideoInfo(fps=float(rate), total_frames=int(total), height=int(height), width=int(width))
+    Accepted: a path (str or pathlib.Path) or a `file://` URL of a video file; frames with their rate `fps`: a
+    (T, H, W, 3) uint8 numpy array or torch tensor, or a list of (H, W, 3) uint8 arrays / tensors or PIL images; a
+    `SampledVideo` (returned as it is). An http(s) URL is refused unless `allow_download=True`: then it is
+    downloaded (at most media_files.MAX_DOWNLOAD_BYTES) to a temporary file that is removed once decoded."""
+    if isinstance(source, SampledVideo):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        with local_file(source, "video", VideoError, allow_download) as (path, shown):
+            info = probe(path, shown)
+            idx = sample_indices(info.total_frames, info.fps, sample_fps=sample_fps, max_duration=max_duration)
+            if size is None:  # full-size frames are held at once: the clip limit applies
+                check_clip(len(idx), info.width, info.height, f"video {shown}", VideoError)
+            return SampledVideo(read_frames(path, idx, size, shown), idx, info.fps, info.total_frames)
+    if isinstance(source, (list, tuple, np.ndarray, torch.Tensor)):
+        if fps is None:
+            raise VideoError("a video given as frames needs their frame rate: pass fps=<frames per second> "
+                             "(timestamps and sampling depend on it)")
+        sampled = from_frames(source, fps, sample_fps=sample_fps, max_duration=max_duration)
+        if size is not None:
+            sampled.frames = resize_frames(sampled.frames, *size).permute(0, 2, 3, 1).numpy()  # (T, h, w, 3)
+        return sampled
+    raise VideoError(f"a video source must be a path, a file:// URL, frames (a (T, H, W, 3) uint8 array or tensor, "
+                     f"or a list of frames) with fps, or a SampledVideo; got {type(source).__name__}")
 
 
-def read_frames(path: str | Path, indices: Sequence[int], size: tuple[int, int] | None = None) -> np.ndarray:
-    """Decode the frames at `indices` (in that order, repeats allowed) -> (T, H, W, 3) uint8 RGB, each resized to
-    `size` = (h, w) as soon as it is decoded when given. Decoding stops after the last index needed."""
-    path = Path(path)
-    wanted = set(int(i) for i in indices)
-    if not wanted:
-        raise VideoError("read_frames() got no frame indices")
-    last, got, decoded = max(wanted), {}, 0
-    with _open(path) as c:
-        for i, frame in _decode(c, path):
-            decoded = i + 1
-            if i in wanted:
-                rgb = frame.to_ndarray(format="rgb24")  # (H, W, 3)
-                got[i] = rgb if size is None else resize_frames(rgb[None], *size)[0].permute(1, 2, 0).numpy()
-            if i >= last:
-                break
-    missing = sorted(wanted - set(got))
-    if missing:
-        raise VideoError(f"{path}: frames {missing[:5]}{'...' if len(missing) > 5 else ''} could not be decoded "
-                         f"(the stream ended after {decoded} frames, fewer than the container says); the file is "
-                         "probably truncated; re-encode it")
-    return np.stack([got[int(i)] for i in indices])
+def _frame_shape(f, k: int) -> tuple[int, int]:
+    """(H, W) of frame k of a list, from its size alone; anything but an (H, W, 3) uint8 frame is refused."""
+    if isinstance(f, Image.Image):
+        return f.height, f.width
+    if isinstance(f, (np.ndarray, torch.Tensor)):
+        dtype_ok = f.dtype == (torch.uint8 if isinstance(f, torch.Tensor) else np.uint8)
+        if f.ndim == 3 and f.shape[-1] == 3 and dtype_ok:
+            return int(f.shape[0]), int(f.shape[1])
+        raise VideoError(f"frame {k} has shape {tuple(f.shape)} and dtype {f.dtype}: expected (H, W, 3) uint8 RGB")
+    raise VideoError(f"frame {k} is a {type(f).__name__}; frames must be (H, W, 3) uint8 arrays or tensors, or PIL "
+                     "images")
 
 
-def load_video(path: str | Path, *, sample_fps: float = SAMPLE_FPS, max_duration: float = MAX_DURATION,
-               size: tuple[int, int] | None = None) -> SampledVideo:
-    """Probe, sample and decode a video file; frames at full size unless `size` = (h, w) is given."""
-    info = probe(path)
-    indices = sample_indices(info.total_frames, info.fps, sample_fps=sample_fps, max_duration=max_duration)
-    return SampledVideo(read_frames(path, indices, size), indices, info.fps, info.total_frames)
+def _frame_array(f) -> np.ndarray:
+    if isinstance(f, Image.Image):
+        return to_rgb_array(f)  # transparency onto white, as for images
+    return f.detach().cpu().numpy() if isinstance(f, torch.Tensor) else np.asarray(f)
 
 
 def from_frames(frames, fps: float, *, sample_fps: float = SAMPLE_FPS,
                 max_duration: float = MAX_DURATION) -> SampledVideo:
-    """A clip given as frames (a (T, H, W, 3) uint8 array, or a list of HxWx3 arrays / PIL images) played at `fps`
-    -> the frames kept by the same sampling rule as a file."""
-    if isinstance(frames, np.ndarray) and frames.ndim == 4:
-        arr = frames
-    else:
-        frames = list(frames)
-        if not frames:
-            raise VideoError("from_frames() got no frames; a video needs at least one")
-        arr = [np.asarray(f.convert("RGB")) if isinstance(f, Image.Image) else np.asarray(f) for f in frames]
-        shapes = {a.shape for a in arr}
-        if len(shapes) != 1:
-            raise VideoError(f"the frames of one video must share one size, got shapes {sorted(shapes)[:4]}")
-        arr = np.stack(arr)
-    if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8 or 0 in arr.shape:
-        raise VideoError(f"frames of shape {arr.shape} and dtype {arr.dtype}: expected (T, H, W, 3) uint8 RGB")
-    indices = sample_indices(len(arr), fps, sample_fps=sample_fps, max_duration=max_duration)
-    return SampledVideo(arr[indices], indices, float(fps), len(arr))
-
+    """A clip given as frames (a (T, H, W, 3) uint8 array or tensor, or a list of HxWx3 uint8 arrays / tensors / PIL
+    images) played at `fps` -> the frames kept by the same sampling rule as a file. Sizes are checked before any
+    frame is stacked or converted, and only the kept frames are."""
+    if isinstance(frames, torch.Tensor):
+        if frames.dtype != torch.uint8 or frames.ndim != 4:
+            raise VideoError(f"frames of shape {tuple(frames.shape)} and dtype {frames.dtype}: expected (T, H, W, 3) "
+                             "uint8 RGB")
+        frames = frames.detach().cpu().numpy()
+    if isinstance(frames, np.ndarray):
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or 0 in frames.shape:
+            raise VideoError(f"frames of shape {frames.shape} and dtype {frames.dtype}: expected (T, H, W, 3) uint8 "
+                             "RGB")
+        indices = sample_indices(len(frames), fps, sample_fps=sample_fps, max_duration=max_duration)
+        check_clip(len(indices), frames.shape[2], frames.shape[1], "the frames", VideoError)
+        return SampledVideo(frames[indices], indices, float(fps), len(frames))
+    if not isinstance(frames, (list, tuple)):
+        raise VideoError(f"frames must be a (T, H, W, 3) uint8 array or tensor, or a list of frames, got "
+                         f"{type(frames).__name__}")
+    if not frames:
+        raise VideoError("from_frames() got no frames; a video needs at least one")
+    shapes = {_frame_shape(f, k) for k, f in enumerate(frames)}
+    if len(shapes) != 1:
+        raise VideoError(f"the frames of one video must share one size, got (H, W) sizes {sorted(shapes)[:4]}")
+    (height, width), = shapes
+    indices = sample_indices(len(frames), fps, sample_fps=sample_fps, max_duration=max_duration)
+    check_clip(len(indices), width, height, "the frames", VideoError)
+    return SampledVideo(np.stack([_frame_array(frames[i]) for i in indices]), indices, float(fps), len(frames))
 
 # ---------------------------------------------------------------------- pixels
-
-def resize_frames(frames: np.ndarray | torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """(T, H, W, 3) uint8 -> (T, 3, h, w) uint8, bicubic with antialias as torchvision does it for uint8 tensors:
-    the native uint8 kernel on the CPU; elsewhere float32, rounded and clamped back to uint8."""
-    x = torch.as_tensor(frames).permute(0, 3, 1, 2)  # (T, 3, H, W) uint8
-    if x.shape[-2:] == (h, w):
-        return x.contiguous()
-    if x.device.type == "cpu":
-        return F.interpolate(x.contiguous(), size=(h, w), mode="bicubic", align_corners=False, antialias=True)
-    y = F.interpolate(x.float(), size=(h, w), mode="bicubic", align_corners=False, antialias=True)  # (T, 3, h, w)
-    return y.clamp_(0, 255).round_().to(torch.uint8)
-
 
 def normalize_frames(frames: torch.Tensor, mean=IMAGE_MEAN, std=IMAGE_STD) -> torch.Tensor:
     """(T, 3, h, w) uint8 -> float32 (x - 255*mean) / (255*std): the fused rescale-and-normalise of transformers'
@@ -242,8 +210,10 @@ def normalize_frames(frames: torch.Tensor, mean=IMAGE_MEAN, std=IMAGE_STD) -> to
     m = (torch.tensor(mean, dtype=torch.float32) * 255.0)[:, None]  # (3, 1), scaled in float32 as transformers
     s = (torch.tensor(std, dtype=torch.float32) * 255.0)[:, None]
     lut = (levels[None] - m) / s  # (3, 256)
-    idx = frames.long()  # (T, 3, h, w)
-    return torch.stack([lut[c][idx[:, c]] for c in range(3)], dim=1)  # (T, 3, h, w)
+    out = torch.empty(frames.shape, dtype=torch.float32)  # (T, 3, h, w)
+    for c in range(3):  # one channel's indices at a time
+        out[:, c] = lut[c][frames[:, c].long()]
+    return out
 
 
 def video_size(num_frames: int, height: int, width: int, *, min_pixels: int = VIDEO_MIN_PIXELS,
@@ -251,37 +221,57 @@ def video_size(num_frames: int, height: int, width: int, *, min_pixels: int = VI
                merge_size: int = 2) -> tuple[int, int]:
     """(h, w) for every frame of a clip: smart_resize with the pixel budget shared by all `num_frames` frames."""
     return smart_resize(num_frames, height, width, factor=patch_size * merge_size,
-                        temporal_factor=temporal_patch_size, min_pixels=min_pixels, max_pixels=max_pixels)
+                        temporal_factor=temporal_patch_size, min_pixels=min_pixels, max_pixels=max_pixels,
+                        error=VideoError)
+
+
+def _check_settings(min_pixels, max_pixels, patch_size, temporal_patch_size, merge_size) -> None:
+    for name, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels), ("patch_size", patch_size),
+                    ("temporal_patch_size", temporal_patch_size), ("merge_size", merge_size)):
+        if not isinstance(v, numbers.Integral) or isinstance(v, (bool, np.bool_)) or v <= 0:
+            raise VideoError(f"video setting {name}={v!r:.40} must be a positive whole number")
+    if max_pixels < min_pixels:
+        raise VideoError(f"video settings need min_pixels <= max_pixels, got {min_pixels} > {max_pixels}")
 
 
 def preprocess_videos(videos, *, sample_fps: float = SAMPLE_FPS, max_duration: float = MAX_DURATION,
                       min_pixels: int = VIDEO_MIN_PIXELS, max_pixels: int = VIDEO_MAX_PIXELS, patch_size: int = 14,
                       temporal_patch_size: int = 2, merge_size: int = 2, mean=IMAGE_MEAN,
-                      std=IMAGE_STD) -> VideoInputs:
-    """Videos (file paths or `SampledVideo`s, e.g. from `from_frames`) -> `VideoInputs`, rows concatenated in order."""
-    if isinstance(videos, (str, Path, SampledVideo)):
+                      std=IMAGE_STD, allow_download: bool = False) -> VideoInputs:
+    """Videos -> `VideoInputs`, rows concatenated in order. Each video is a path or file:// URL (frames resized as
+    they are decoded), an http(s) URL with `allow_download=True`, or a `SampledVideo` (`load_video` makes one from
+    frames with their fps)."""
+    if isinstance(videos, (str, os.PathLike, SampledVideo)):
         videos = [videos]
     videos = list(videos)
     if not videos:
         raise VideoError("preprocess_videos() got no videos")
+    _check_settings(min_pixels, max_pixels, patch_size, temporal_patch_size, merge_size)
     size_kw = dict(min_pixels=min_pixels, max_pixels=max_pixels, patch_size=patch_size,
                    temporal_patch_size=temporal_patch_size, merge_size=merge_size)
     rows, grids, indices, stamps = [], [], [], []
     for v in videos:
-        if isinstance(v, (str, Path)):
-            info = probe(v)
-            idx = sample_indices(info.total_frames, info.fps, sample_fps=sample_fps, max_duration=max_duration)
-            h, w = video_size(len(idx), info.height, info.width, **size_kw)
-            small = torch.from_numpy(read_frames(v, idx, (h, w))).permute(0, 3, 1, 2)  # (T, 3, h, w) uint8
+        if isinstance(v, (str, os.PathLike)):
+            with local_file(v, "video", VideoError, allow_download) as (path, shown):
+                info = probe(path, shown)
+                idx = sample_indices(info.total_frames, info.fps, sample_fps=sample_fps, max_duration=max_duration)
+                h, w = video_size(len(idx), info.height, info.width, **size_kw)
+                small = torch.from_numpy(read_frames(path, idx, (h, w), shown)).permute(0, 3, 1, 2)  # (T, 3, h, w)
             fps = info.fps
         elif isinstance(v, SampledVideo):
             idx, fps = v.indices, v.fps
-            h, w = video_size(len(idx), v.frames.shape[1], v.frames.shape[2], **size_kw)
-            small = resize_frames(v.frames, h, w)
+            f = v.frames
+            if not (isinstance(f, np.ndarray) and f.ndim == 4 and f.shape[-1] == 3 and f.dtype == np.uint8
+                    and len(f) == len(idx)):
+                raise VideoError("a SampledVideo needs frames (T, H, W, 3) uint8 with one index per frame; make it "
+                                 "with video.load_video or video.from_frames")
+            h, w = video_size(len(idx), f.shape[1], f.shape[2], **size_kw)
+            small = resize_frames(f, h, w)
         else:
-            raise VideoError(f"a video must be a file path or a SampledVideo (see video.from_frames for a list of "
-                             f"frames with their fps), got {type(v).__name__}")
+            raise VideoError(f"a video must be a path, a file:// URL or a SampledVideo (video.load_video(frames, "
+                             f"fps=...) makes one from frames), got {type(v).__name__}")
         r, grid = patchify(normalize_frames(small, mean, std), patch_size, temporal_patch_size, merge_size)
+        del small
         ts = patch_timestamps(idx, fps, temporal_patch_size)
         if len(ts) != grid[0]:  # the prompt needs one timestamp per temporal patch
             raise VideoError(f"{len(ts)} timestamps for {grid[0]} temporal patches")
@@ -289,7 +279,8 @@ def preprocess_videos(videos, *, sample_fps: float = SAMPLE_FPS, max_duration: f
         grids.append(grid)
         indices.append(list(idx))
         stamps.append(ts)
-    return VideoInputs(torch.cat(rows), torch.tensor(grids, dtype=torch.int64), indices, stamps)
+    pixels = rows[0] if len(rows) == 1 else torch.cat(rows)
+    return VideoInputs(pixels, torch.tensor(grids, dtype=torch.int64), indices, stamps)
 
 
 # ---------------------------------------------------------------------- the prompt
@@ -297,7 +288,7 @@ def preprocess_videos(videos, *, sample_fps: float = SAMPLE_FPS, max_duration: f
 def frame_blocks_text(grid_thw: Sequence[int], timestamps: Sequence[float], merge_size: int = 2) -> str:
     """What a video's <|video|> becomes in the prompt (docs/glm41v.md §3.3): per temporal patch k,
     <|begin_of_image|> + <|image|> x (h*w/m^2) + <|end_of_image|> + whole seconds of timestamps[k]."""
-    t, h, w = (int(v) for v in grid_thw)
+    (t, h, w), = check_grid([grid_thw], "video_grid_thw", VideoError, merge_size)  # before any string is built
     if len(timestamps) != t:
         raise VideoError(f"{len(timestamps)} timestamps for {t} temporal patches; give one per temporal patch")
     n = h * w // merge_size**2

@@ -237,8 +237,8 @@ def test_reserved_marker_characters_are_refused(tiny_processor_dir):
 # ---------------------------------------------------------------------- decoding and calling
 
 @pytest.mark.parametrize("ids, needle", [
-    ([1, -1], "token id -1 is outside"),
-    ([10**9], "token id 1000000000 is outside"),
+    ([1, -1], "token id -1 is not a token id"),
+    ([2**40], f"token id {2**40} is not a token id"),
     ([1.5], "integer token ids, got float"),
     ([True], "integer token ids, got bool"),
     ([[1, 2]], "use batch_decode()"),
@@ -258,7 +258,8 @@ def test_batch_decode_needs_a_batch(tiny_processor_dir):
     ({}, "needs text="),
     ({"text": 5}, "a string or a non-empty list of strings"),
     ({"text": []}, "a string or a non-empty list of strings"),
-    ({"text": "no placeholder", "images": [noise_photo(40, 40, 0)]}, "0 <|image|> and 0 <|video|> placeholders but 1 images"),
+    ({"text": "no placeholder", "images": [noise_photo(40, 40, 0)]},
+     "0 <|image|> and 0 <|video|> placeholders but 1 images"),
     ({"text": "x", "truncation": True}, "truncation=True is not supported"),
     ({"text": "x", "add_generation_prompt": True}, "unknown keyword argument(s) 'add_generation_prompt'"),
 ])
@@ -280,10 +281,3 @@ def test_bad_media_items(tiny_processor_dir, item, error, needle):
     message = expect(lambda: proc.apply_chat_template(user(item, text("?"))), MinGlmError, needle)
     assert message
 
-
-def test_download_refuses_other_schemes(tmp_path):
-    from minglm4v.errors import ImageError
-    from minglm4v.message_media import download
-
-    expect(lambda: download("ftp://example.com/x.png", tmp_path, "image", ImageError), ImageError,
-           "only http:// and https://")

@@ -260,3 +260,25 @@ def test_bad_inputs(tmp_path):
         preprocess(np.zeros((0, 30, 3), dtype=np.uint8))
     with pytest.raises(ImageError, match="PIL image"):
         preprocess(["cat.png"])
+
+
+# ---------------------------------------------------------------------- conversion a block of rows at a time
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "CMYK", "L"])
+def test_parity_images_taller_than_one_block(hf_processor, mode):
+    """rgb.py converts 512 rows at a time: images of several blocks (and a partial last one) keep bit parity."""
+    from minglm4v.rgb import ROWS
+
+    im = random_image(2 * ROWS + 77, 301, mode=mode, seed=12)
+    if mode == "P":
+        im.info["transparency"] = 7
+    check_parity(hf_processor, im)
+
+
+def test_sixteen_bit_taller_than_one_block(hf_processor):
+    im, a = sixteen_bit_png(h=1100, w=90, seed=13)
+    check_parity(hf_processor, im, sixteen_bit="clip")
+    eight = Image.fromarray(np.round(a / 257).astype(np.uint8))
+    assert torch.equal(preprocess(im)[0], preprocess(eight)[0])
+    rgba = np.random.default_rng(14).integers(0, 256, (1100, 90, 4), dtype=np.uint8)
+    check_parity(hf_processor, rgba)  # arrays: blended onto white in blocks of rows

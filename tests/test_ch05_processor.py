@@ -434,6 +434,8 @@ def test_decode_matches_transformers(tiny_processor_dir, hf_processor):
     assert proc.decode(ids[0], clean_up_tokenization_spaces=False) == tok.decode(ids[0],
                                                                                  clean_up_tokenization_spaces=False)
     assert " ," in hf_clean  # not cleaned up: the spaces before punctuation stay
+    past_the_end = ids[0].tolist() + [proc.tokenizer.max_id + 1, 999]  # a model's padding rows, as transformers
+    assert proc.decode(past_the_end) == tok.decode(past_the_end) == proc.decode(ids[0])
 
 
 def test_check_model(tiny_processor_dir, tiny_config):

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 import minglm4v
 from minglm4v import video as V
+from minglm4v import video_io as VIO
 from minglm4v.chat import render_chat
 from minglm4v.errors import ProcessorError
 from minglm4v.patchify import IMAGE_MEAN, IMAGE_STD, unpatchify
@@ -136,10 +137,10 @@ def webm(tmp_path_factory):
 def test_probe_mp4_and_webm(data_dir, webm):
     import av
 
-    assert V.probe(data_dir / "shapes.mp4") == V.VideoInfo(fps=12.0, total_frames=72, height=144, width=192)
+    assert VIO.probe(data_dir / "shapes.mp4") == VIO.VideoInfo(fps=12.0, total_frames=72, height=144, width=192)
     with av.open(str(webm)) as c:
         assert c.streams.video[0].frames == 0  # WebM does not say: counted by decoding
-    assert V.probe(webm) == V.VideoInfo(fps=12.0, total_frames=72, height=144, width=192)
+    assert VIO.probe(webm) == VIO.VideoInfo(fps=12.0, total_frames=72, height=144, width=192)
 
 
 def test_decoded_frames_are_the_drawn_frames(data_dir, webm):
@@ -154,7 +155,7 @@ def test_decoded_frames_are_the_drawn_frames(data_dir, webm):
 
 def test_frames_list_and_file_agree(data_dir):
     """All 72 decoded frames handed over with their fps give the file's sample, pixels and grid."""
-    every = V.read_frames(data_dir / "shapes.mp4", range(72))
+    every = VIO.read_frames(data_dir / "shapes.mp4", range(72))
     a = V.preprocess_videos([data_dir / "shapes.mp4"])
     b = V.preprocess_videos([V.from_frames(list(every), fps=12)])  # a list of (H, W, 3) frames
     assert a.frame_indices == b.frame_indices == [list(range(0, 72, 6))]
@@ -165,7 +166,7 @@ def test_frames_list_and_file_agree(data_dir):
 
 def test_resize_and_normalise():
     frames = clip(4, 50, 70, seed=1)
-    got = V.resize_frames(frames, 28, 56)  # (T, 3, h, w) uint8
+    got = VIO.resize_frames(frames, 28, 56)  # (T, 3, h, w) uint8
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
     # torchvision's CPU path for uint8 + BICUBIC: torch's native uint8 kernel (not float-then-round)
     want = F.interpolate(x, size=(28, 56), mode="bicubic", align_corners=False, antialias=True)
@@ -173,7 +174,7 @@ def test_resize_and_normalise():
     via_float = F.interpolate(x.float(), size=(28, 56), mode="bicubic", align_corners=False, antialias=True)
     assert not torch.equal(got, via_float.round().clamp(0, 255).to(torch.uint8))  # the two paths really differ
     flat = np.full((2, 40, 40, 3), 77, np.uint8)
-    assert torch.equal(V.resize_frames(flat, 28, 28), torch.full((2, 3, 28, 28), 77, dtype=torch.uint8))
+    assert torch.equal(VIO.resize_frames(flat, 28, 28), torch.full((2, 3, 28, 28), 77, dtype=torch.uint8))
     norm = V.normalize_frames(got)
     m, s = torch.tensor(IMAGE_MEAN) * 255, torch.tensor(IMAGE_STD) * 255
     assert torch.equal(norm, (got.float() - m.view(1, 3, 1, 1)) / s.view(1, 3, 1, 1))
@@ -186,7 +187,7 @@ def test_temporal_patches_hold_consecutive_pairs():
     out = V.preprocess_videos([v])
     assert out.video_grid_thw.tolist() == [[2, 4, 6]] and out.pixel_values_videos.shape == (48, 1176)
     back = unpatchify(out.pixel_values_videos, [2, 4, 6])  # (4, 56, 84, 3) uint8
-    assert np.array_equal(back, V.resize_frames(v.frames, 56, 84).permute(0, 2, 3, 1).numpy())
+    assert np.array_equal(back, VIO.resize_frames(v.frames, 56, 84).permute(0, 2, 3, 1).numpy())
     row = out.pixel_values_videos[24].view(3, 2, 14, 14)  # first row of patch 1: frames 2 and 3 of the sample
     assert not torch.equal(row[:, 0], row[:, 1])
 
@@ -276,7 +277,8 @@ def test_ids_match_transformers(tiny_processor_dir, data_dir, case):
     ref = hf_ids(tiny_processor_dir, convs, ours, clips)
     assert ours["input_ids"].tolist() == ref["input_ids"].tolist()
     assert ours["attention_mask"].tolist() == ref["attention_mask"].tolist()
-    assert set(ours) == {"input_ids", "attention_mask", "pixel_values_videos", "video_grid_thw"}
+    assert ours["mm_token_type_ids"].tolist() == ref["mm_token_type_ids"].tolist()  # 2 on every frame placeholder
+    assert set(ours) == {"input_ids", "attention_mask", "mm_token_type_ids", "pixel_values_videos", "video_grid_thw"}
     n = int(ours["video_grid_thw"].prod(-1).sum()) // 4
     assert int((ours["input_ids"] == proc.image_token_id).sum()) == n  # frames use the IMAGE id
     assert int((ours["input_ids"] == proc.video_token_id).sum()) == 0  # <|video|> never reaches the model
@@ -291,7 +293,8 @@ def test_each_video_keeps_its_own_timestamps(tiny_processor_dir):
 
 
 def test_position_ids_of_a_video_prompt_by_hand(tiny_processor_dir, tiny_config):
-    """docs/glm41v.md §6.2: each temporal patch is a block (st, st + row, st + col); text resumes at st + max(h', w')."""
+    """docs/glm41v.md §6.2: each temporal patch is a block (st, st + row, st + col); text resumes at
+    st + max(h', w')."""
     from minglm4v.mrope import get_rope_index
 
     proc = load_processor(tiny_processor_dir)
@@ -330,7 +333,7 @@ def test_logits_match_transformers(model_pair, tiny_processor_dir, data_dir, cas
     inputs = proc.apply_chat_template(convs)
     types_ = hf_ids(tiny_processor_dir, convs, inputs, clips)["mm_token_type_ids"]
     got = ours(**inputs)
-    want = hf(**inputs, mm_token_type_ids=types_).logits
+    want = hf(**{**inputs, "mm_token_type_ids": types_}).logits
     mask = inputs["attention_mask"].bool()
     MEASURED[case] = oracle.assert_close(got[mask], want[mask], atol=ATOL, what=f"{case} logits")
 
@@ -345,7 +348,7 @@ def test_greedy_tokens_match_transformers(model_pair, tiny_processor_dir, data_d
     types_ = hf_ids(tiny_processor_dir, convs, inputs, clips)["mm_token_type_ids"]
     kw = dict(max_new_tokens=NEW, eos_token_id=[999], pad_token_id=0)  # a stop id that never wins: all 12 compared
     got = ours.generate(**inputs, **kw)
-    want = hf.generate(**inputs, mm_token_type_ids=types_, do_sample=False, **kw)
+    want = hf.generate(**{**inputs, "mm_token_type_ids": types_}, do_sample=False, **kw)
     assert got.tolist() == want.tolist()
     assert got.shape[1] == inputs["input_ids"].shape[1] + NEW
 
@@ -395,7 +398,7 @@ def test_settings_change_the_sampling(tiny_processor_dir, tmp_path, data_dir):
 
 def test_bad_files(tmp_path, data_dir):
     with pytest.raises(V.VideoError, match="not found"):
-        V.probe(tmp_path / "nope.mp4")
+        VIO.probe(tmp_path / "nope.mp4")
     (tmp_path / "notes.mp4").write_text("hello, not a video\n" * 20)
     with pytest.raises(V.VideoError, match="cannot open .*notes.mp4 as a video"):
         V.load_video(tmp_path / "notes.mp4")
@@ -419,7 +422,7 @@ def test_frameless_and_streamless_files(tmp_path):
     cluster = full.find(bytes.fromhex("1F43B675"))  # the first block of frames: keep the header only
     (tmp_path / "empty.webm").write_bytes(full[:cluster + 8])
     with pytest.raises(V.VideoError, match="empty.webm: the video stream has no frames"):
-        V.probe(tmp_path / "empty.webm")
+        VIO.probe(tmp_path / "empty.webm")
     with av.open(str(tmp_path / "sound.mp4"), "w") as out:  # audio only
         s = out.add_stream("aac", rate=8000)
         frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
@@ -427,7 +430,7 @@ def test_frameless_and_streamless_files(tmp_path):
         for packet in [*s.encode(frame), *s.encode()]:
             out.mux(packet)
     with pytest.raises(V.VideoError, match="no video stream .*'audio'"):
-        V.probe(tmp_path / "sound.mp4")
+        VIO.probe(tmp_path / "sound.mp4")
 
 
 def test_truncated_stream_with_index_up_front(tmp_path):
@@ -447,7 +450,7 @@ def test_truncated_stream_with_index_up_front(tmp_path):
             out.mux(packet)
     data = path.read_bytes()
     (tmp_path / "fs_cut.mp4").write_bytes(data[:len(data) * 2 // 3])
-    assert V.probe(tmp_path / "fs_cut.mp4").total_frames == 72  # the index still says 72
+    assert VIO.probe(tmp_path / "fs_cut.mp4").total_frames == 72  # the index still says 72
     with pytest.raises(V.VideoError, match="fs_cut.mp4: .*(corrupt|could not be decoded)"):
         V.load_video(tmp_path / "fs_cut.mp4")
 
@@ -479,4 +482,4 @@ def test_images_and_videos_together_are_refused(tiny_processor_dir, data_dir):
 def test_placeholder_count_must_match_videos(tiny_processor_dir):
     proc = load_processor(tiny_processor_dir)
     with pytest.raises(ProcessorError, match="2 <\\|video\\|> placeholders but 1 videos"):
-        proc.apply_chat_template(ask(frames_item(CLIP_A), question="and <|video|> again"))
+        proc.apply_chat_template(ask(frames_item(CLIP_A), question="and <|video|> again"), special_tokens_in_text=True)
