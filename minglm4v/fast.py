@@ -115,6 +115,8 @@ def generate_static(model, input_ids: torch.Tensor | None = None, attention_mask
     for step in range(n_max):
         finite &= torch.isfinite(logits).all()
         fits &= ~overflows(logits, cfg)
+        # bad logits are reported at the next sync; until then draw from zeros (a draw from NaN fails at once)
+        logits = torch.where(finite & fits, logits, torch.zeros_like(logits))
         token = choose(processed_scores(logits, cfg, seen), cfg, generator)  # (B,)
         token = torch.where(unfinished, token, torch.full_like(token, pad))
         out[:, step] = token

@@ -11,6 +11,9 @@ a GenerationError that lists the accepted ones (never ignored, never a TypeError
     outputs        use_cache (default True), return_dict_in_generate, output_scores, output_logits
     one sequence   num_beams=1, num_return_sequences=1 (beam search and several samples per prompt are not built)
 
+A max_new_tokens that goes past the model's context is not refused: generation stops at the end of the context, with
+a UserWarning (a prompt that alone fills the context is a GenerationError). With return_dict_in_generate=True the
+result is a generation.GenerateOutput (sequences, and scores / logits when asked for).
 A sampling setting given as None takes its default, as in transformers. Integers may be Python, numpy or 0-d
 torch integers; bools and floats are refused where an integer is meant (True is not token id 1).
 Unlike transformers, no generation_config.json is read, and top_k defaults to 0 (off) rather than 50.

@@ -150,7 +150,7 @@ def _decode(model, p: Prefill) -> Iterator[tuple[torch.Tensor, torch.Tensor, tor
         if not torch.isfinite(logits).all():
             bad = (~torch.isfinite(logits)).any(-1).nonzero().flatten().tolist()
             raise SamplingError(f"the model produced NaN or inf logits (batch rows {bad}); {NAN_ADVICE}")
-        if bool(overflows(logits, p.cfg)):
+        if p.cfg.do_sample and bool(overflows(logits, p.cfg)):  # (greedy never divides: no check, no sync)
             raise SamplingError(overflow_message(p.cfg))
         scores = processed_scores(logits, p.cfg, p.seen)  # (B, V)
         token = choose(scores, p.cfg, p.generator)  # (B,)

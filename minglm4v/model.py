@@ -63,10 +63,11 @@ class Glm4vForConditionalGeneration(nn.Module):
         return self.lm_head.weight.device
 
     def check_inputs(self, input_ids, attention_mask=None, pixel_values=None, image_grid_thw=None,
-                     pixel_values_videos=None, video_grid_thw=None, mm_token_type_ids=None
+                     pixel_values_videos=None, video_grid_thw=None, mm_token_type_ids=None, check_pixels: bool = True
                      ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Check a model call's inputs before any work (model_inputs.py, and vision.py for pixels against grids).
-        -> (input_ids as int64, image_grid_thw, video_grid_thw as (n, 3) int64 or None)."""
+        """Check a model call's inputs before any work (model_inputs.py; with `check_pixels` also vision.py's check
+        of the pixels against their grids). -> (input_ids as int64, image_grid_thw, video_grid_thw: (n, 3) int64 or
+        None)."""
         input_ids = check_input_ids(input_ids, self.config.text_config.vocab_size)
         if attention_mask is not None and not isinstance(attention_mask, torch.Tensor):
             raise InputError(f"attention_mask must be a torch tensor of 0/1 like input_ids, got "
@@ -87,7 +88,7 @@ class Glm4vForConditionalGeneration(nn.Module):
             if pixels is not None and grid is None:
                 raise InputError(f"{what} pixels given without {what}_grid_thw; pass the grid the preprocessor "
                                  "returned with them")
-            if pixels is not None:
+            if pixels is not None and check_pixels:
                 self.visual.check_inputs(pixels, grid)  # rows against sum(t*h*w), dtype, NaN: before any allocation
         return input_ids, image_grid_thw, video_grid_thw
 
@@ -95,8 +96,8 @@ class Glm4vForConditionalGeneration(nn.Module):
               image_grid_thw: torch.Tensor | None = None, pixel_values_videos: torch.Tensor | None = None,
               video_grid_thw: torch.Tensor | None = None) -> torch.Tensor:
         """Token embeddings with the vision features written over the placeholder tokens. -> (B, L, C)."""
-        input_ids, image_grid_thw, video_grid_thw = self.check_inputs(
-            input_ids, None, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw)
+        input_ids, image_grid_thw, video_grid_thw = self.check_inputs(  # the vision tower checks the pixels itself
+            input_ids, None, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw, check_pixels=False)
         x = self.language_model.embed_tokens(input_ids)  # (B, L, C)
         for pixels, grid, what in ((pixel_values, image_grid_thw, "image"),
                                    (pixel_values_videos, video_grid_thw, "video")):

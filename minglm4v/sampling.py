@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 import warnings
 from dataclasses import dataclass
 
@@ -40,8 +41,11 @@ class SamplingConfig:
             value = getattr(self, name)
             if isinstance(value, numbers.Real) and not isinstance(value, bool) and _finite(value):
                 object.__setattr__(self, name, float(value))
-        if isinstance(self.top_k, numbers.Integral) and not isinstance(self.top_k, bool):  # np.int64(50) -> 50
-            object.__setattr__(self, "top_k", int(self.top_k))
+        if not isinstance(self.top_k, (bool, float)) and hasattr(self.top_k, "__index__"):  # np.int64(50) -> 50
+            try:
+                object.__setattr__(self, "top_k", operator.index(self.top_k))
+            except TypeError:  # a float tensor: refused below
+                pass
         _check(_finite(self.temperature) and self.temperature > 0,
                f"temperature={self.temperature} must be a number > 0 (use do_sample=False for greedy decoding)")
         # logits are divided by the temperature in float32: one that rounds to 0 there divides by zero
