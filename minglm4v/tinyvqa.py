@@ -35,8 +35,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from .errors import TaskError
+from .resources import CHECKPOINT_NAME, data_dir
 
-CHECKPOINT = Path(__file__).resolve().parent.parent / "data" / "tiny-glm4v"
+CHECKPOINT = data_dir() / CHECKPOINT_NAME  # the shipped checkpoint, in a checkout or an installed wheel
 SIZE = 84  # image side in pixels: 6 x 6 patches of 14 px, 3 x 3 = 9 image tokens
 COLOURS = {"red": (215, 40, 40), "green": (40, 160, 60), "blue": (40, 80, 215), "yellow": (230, 195, 30)}
 SHAPES = ("circle", "square", "triangle")
