@@ -1,4 +1,5 @@
-# Two commands a newcomer needs (README): `make demo` and `make test`. Both create .venv on first use.
+# Two commands a newcomer needs (README): `make demo` and `make test`. Both create .venv on first use and install
+# the package in editable mode with its `test` and `book` extras (pyproject.toml).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -16,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_INDEX) "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,book]"
 	touch $(STAMP)
 
 demo: $(STAMP)

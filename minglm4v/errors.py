@@ -27,6 +27,8 @@ The classes, all defined here, by where they are raised:
     QuantError              quantization schemes, group sizes or widths that cannot be used   (quant*.py)
     AdapterError            LoRA settings, targets and adapter folders                        (lora.py, adapters.py)
     DatasetError            fine-tuning data: a JSONL line that is not a usable conversation  (finetune_data.py)
+    ShippedDataError        a file that ships with minglm4v (data/) is missing                (resources.py)
+    LoadArgumentError       from_pretrained / pipeline arguments that cannot be honoured      (auto.py, pipeline.py)
 """
 
 
@@ -108,3 +110,11 @@ class AdapterError(MinGlmError, ValueError):
 
 class DatasetError(MinGlmError, ValueError):
     """A fine-tuning data file, or one of its lines, that cannot be used (the message names the line)."""
+
+
+class ShippedDataError(MinGlmError, FileNotFoundError):
+    """A file that ships with minglm4v (the default checkpoint, a demo picture) is missing: an incomplete install."""
+
+
+class LoadArgumentError(MinGlmError, ValueError):
+    """A transformers-style argument (from_pretrained, pipeline) that minglm4v cannot honour."""

@@ -167,3 +167,10 @@ class Glm4vForConditionalGeneration(nn.Module):
         from .generation import generate
 
         return generate(self, input_ids, attention_mask, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "Glm4vForConditionalGeneration":
+        """transformers' spelling of `minglm4v.load`: torch_dtype=/dtype=, device_map=, ... (auto.py)."""
+        from .auto import model_from_pretrained
+
+        return model_from_pretrained(pretrained_model_name_or_path, **kwargs)

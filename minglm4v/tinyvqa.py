@@ -35,8 +35,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from .errors import TaskError
+from .resources import CHECKPOINT_NAME, data_dir
 
-CHECKPOINT = Path(__file__).resolve().parent.parent / "data" / "tiny-glm4v"
+CHECKPOINT = data_dir() / CHECKPOINT_NAME  # the shipped checkpoint, in a checkout or an installed wheel
 SIZE = 84  # image side in pixels: 6 x 6 patches of 14 px, 3 x 3 = 9 image tokens
 COLOURS = {"red": (215, 40, 40), "green": (40, 160, 60), "blue": (40, 80, 215), "yellow": (230, 195, 30)}
 SHAPES = ("circle", "square", "triangle")
@@ -346,12 +347,11 @@ def answer_attention(model, inputs: dict) -> torch.Tensor:
     def hook(attn, args):
         x, cos, sin = args[:3]  # (B, L, C), (B, L, R), (B, L, R)
         B, L, _ = x.shape
-        H, Hkv, D = attn.num_heads, attn.num_kv_heads, attn.head_dim
-        q = attn.q_proj(x[:, -1:]).view(B, 1, H, D).transpose(1, 2)  # (B, H, 1, D)
-        k = attn.k_proj(x).view(B, L, Hkv, D).transpose(1, 2)  # (B, Hkv, L, D)
+        q = attn.q_proj(x[:, -1:]).view(B, 1, attn.H, attn.D).transpose(1, 2)  # (B, H, 1, D)
+        k = attn.k_proj(x).view(B, L, attn.Hkv, attn.D).transpose(1, 2)  # (B, Hkv, L, D)
         q, k = apply_mrope(q, cos[:, -1:], sin[:, -1:]), apply_mrope(k, cos, sin)
-        k = k.repeat_interleave(H // Hkv, dim=1)  # (B, H, L, D)
-        scores = (q @ k.transpose(-1, -2))[:, :, 0] / D**0.5  # (B, H, L)
+        k = k.repeat_interleave(attn.H // attn.Hkv, dim=1)  # (B, H, L, D)
+        scores = (q @ k.transpose(-1, -2))[:, :, 0] / attn.D**0.5  # (B, H, L)
         if "attention_mask" in inputs:
             scores = scores.masked_fill(~inputs["attention_mask"].bool()[:, None], float("-inf"))
         rows.append(scores.softmax(-1))

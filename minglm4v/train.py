@@ -1,6 +1,9 @@
 """Train a tiny GLM-4.1V on TinyVQA (tinyvqa.py) on the CPU, and save it as a checkpoint folder.
 
-    python -m minglm4v.train --out data/tiny-glm4v            # the shipped checkpoint (about 15 min on 2 cores)
+    python -m minglm4v.train --out data/tiny-glm4v --overwrite    # the shipped checkpoint (about 15 min on 2 cores)
+    python -m minglm4v.train                                      # writes ./tiny-glm4v in the current directory
+
+An existing checkpoint at --out is never overwritten without --overwrite (checked before training starts).
 
 The model is `Glm4vForConditionalGeneration` from model.py, unchanged, at a small size (`tiny_vqa_config`). Training
 is plain next-token prediction restricted to the answer:
@@ -59,8 +62,8 @@ CHAT_TEMPLATE = """\
 # Any image is scaled to about 84 x 84 px (9 tokens), the size the model was trained on: "longest_edge" is a pixel
 # budget of 2 frames x 84 x 84 (docs/glm41v.md §2.1); "shortest_edge" keeps the published 12544.
 IMAGE_SETTINGS = ImageProcessorConfig(max_pixels=2 * T.SIZE * T.SIZE)
-# Videos: all sampled frames share one pixel budget (docs/glm41v.md §3.2); 4 frames of 84 x 84 px fit it exactly, so a longer
-# clip gets smaller frames instead of hundreds of tokens the model never saw in training.
+# Videos: all sampled frames share one pixel budget (docs/glm41v.md §3.2); 4 frames of 84 x 84 px fit it exactly, so a
+# longer clip gets smaller frames instead of hundreds of tokens the model never saw in training.
 VIDEO_SETTINGS = dataclasses.replace(VideoProcessorConfig.matching(IMAGE_SETTINGS),
                                      max_pixels=T.VIDEO_FRAMES * T.SIZE * T.SIZE)
 
@@ -94,7 +97,7 @@ def init_weights(model, seed: int) -> None:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "norm" in name or name.endswith("ln_q.weight"):
+            if "norm" in name:
                 p.fill_(1.0 if name.endswith("weight") else 0.0)
             elif name.endswith("bias"):
                 p.zero_()
@@ -212,7 +215,9 @@ def save_checkpoint(model, processor: Processor, folder: str | Path, log: dict |
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minglm4v.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(T.CHECKPOINT), help="checkpoint folder to write")
+    parser.add_argument("--out", default=DEFAULT_OUT,
+                        help=f"checkpoint folder to write (default: ./{DEFAULT_OUT} in the current directory)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a checkpoint already at --out")
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -223,6 +228,11 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1 is quickest for this small model on a busy CPU)")
     args = parser.parse_args(argv)
+    existing = existing_checkpoint(Path(args.out))
+    if existing and not args.overwrite:  # one line, exit 2, before 15 minutes of training
+        print(f"error: --out {args.out} already holds a checkpoint ({existing}); pass --overwrite to replace it, "
+              "or choose another folder", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
     held_out = T.examples(HELD_OUT_SEED, 140, T.IMAGE_KINDS + (T.VIDEO_KINDS if args.video_every else ()))
     t0 = time.perf_counter()
@@ -233,7 +243,7 @@ def main(argv=None) -> int:
     kinds = T.IMAGE_KINDS + (T.VIDEO_KINDS if args.video_every else ())
     acc = T.accuracy(model, processor, T.examples(TEST_SEED, 50 * len(kinds), kinds))
     print("test accuracy " + " ".join(f"{k} {v:.3f}" for k, v in acc.items()))
-    settings = {k: v for k, v in vars(args).items() if k != "out"}
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "overwrite")}
     log = {"command": "python -m minglm4v.train " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in
                                                                settings.items() if v is not None),
            "wall_minutes": round(wall / 60, 2), "torch": torch.__version__, "test_accuracy": acc,
@@ -244,6 +254,17 @@ def main(argv=None) -> int:
     return 0
 
 
+def existing_checkpoint(folder: Path) -> str | None:
+    """The name of a checkpoint file already in `folder` (config.json or a model*.safetensors), or None."""
+    if folder.exists() and not folder.is_dir():
+        return f"{folder.name} is a file, not a folder"
+    found = sorted(p.name for p in folder.glob("model*.safetensors*")) if folder.is_dir() else []
+    if (folder / "config.json").is_file():
+        found.insert(0, "config.json")
+    return ", ".join(found) or None
+
+
+DEFAULT_OUT = "tiny-glm4v"  # relative: a folder in the current directory, never inside the installed package
 EVAL_EVERY = 10  # evaluate on the held-out questions every EVAL_EVERY log lines
 HELD_OUT_SEED = 1_000_001  # shown during training
 TEST_SEED = 2_000_002  # the test set of tests/test_ch08_tinyvqa.py and the final report

@@ -23,18 +23,19 @@ def _pyproject() -> dict:
     """The few pyproject.toml values the test needs (tomllib is Python >= 3.11; we support 3.10)."""
     text = (ROOT / "pyproject.toml").read_text()
     out = {"requires-python": re.search(r'^requires-python\s*=\s*"([^"]+)"', text, re.M).group(1)}
-    for key in ("dependencies", "test"):
+    for key in ("dependencies", "test", "book"):
         m = re.search(rf"^{key}\s*=\s*(\[.*?\])", text, re.M | re.S)
         out[key] = ast.literal_eval(re.sub(r"#.*", "", m.group(1)))
     return out
 
 
-def test_environment_yml_mirrors_pyproject():
-    project = _pyproject()
-    runtime = _requirements(project["dependencies"])
-    test = _requirements(project["test"])
-    conda, pip, in_pip, in_deps = {}, {}, False, False
+def _environment_yml() -> tuple[dict, dict, dict]:
+    """(conda runtime, conda `book` extra, pip) requirements of environment.yml."""
+    conda, book, pip, in_pip, in_deps, in_book = {}, {}, {}, False, False, False
     for raw in (ROOT / "environment.yml").read_text().splitlines():
+        if re.match(r"^\s+# book extra\s*$", raw):
+            in_book = True
+            continue
         line = raw.split("#")[0].rstrip()
         if re.match(r"^\S", line):  # a top-level key
             in_deps = line.startswith("dependencies:")
@@ -52,11 +53,43 @@ def test_environment_yml_mirrors_pyproject():
                 pip.update(_requirements([m.group(2)]))
         else:
             in_pip = False
-            conda.update(_requirements([m.group(2)]))
-    expected_conda = {CONDA_NAMES.get(k, k): v for k, v in runtime.items()}
+            (book if in_book else conda).update(_requirements([m.group(2)]))
+    return conda, book, pip
+
+
+def test_environment_yml_mirrors_pyproject():
+    project = _pyproject()
+    conda, book, pip = _environment_yml()
+    expected_conda = {CONDA_NAMES.get(k, k): v for k, v in _requirements(project["dependencies"]).items()}
     assert {k: v for k, v in conda.items() if k not in ("python", "pip")} == expected_conda
-    assert pip == test
+    assert book == _requirements(project["book"])
+    assert pip == _requirements(project["test"])
     assert conda["python"] == project["requires-python"]
+
+
+def test_extras_and_what_the_makefile_installs():
+    project = _pyproject()
+    runtime, test, book = (_requirements(project[k]) for k in ("dependencies", "test", "book"))
+    assert "jupyterlab" in book and "jupyterlab" not in runtime  # the package runs without Jupyter
+    assert {"pytest", "transformers", "ruff", "jupytext"} <= set(test)
+    assert re.search(r'pip install .*-e "\.\[test,book\]"', (ROOT / "Makefile").read_text())
+
+
+def test_one_version_license_and_typing_marker():
+    import minglm4v
+
+    text = (ROOT / "pyproject.toml").read_text()
+    assert not re.search(r'^version\s*=\s*"', text, re.M), "the version is written in minglm4v/__init__.py only"
+    assert re.search(r'^dynamic\s*=\s*\["version"\]', text, re.M)
+    assert re.search(r'^version\s*=\s*\{\s*attr\s*=\s*"minglm4v.__version__"\s*\}', text, re.M)
+    assert re.fullmatch(r"\d+\.\d+\.\d+", minglm4v.__version__)
+    assert not re.search(r"^version:", (ROOT / "CITATION.cff").read_text(), re.M)  # no second copy of it
+    assert re.search(r'^license\s*=\s*"MIT"', text, re.M) and 'license-files = ["LICENSE"]' in text
+    licence = (ROOT / "LICENSE").read_text()
+    assert licence.startswith("MIT License") and "Copyright (c) 2026 minglm4v authors" in licence
+    assert (ROOT / "minglm4v" / "py.typed").is_file()
+    cff = (ROOT / "CITATION.cff").read_text()
+    assert cff.startswith("cff-version: 1.2.0") and "license: MIT" in cff and "minglm4v authors" in cff
 
 
 def test_package_never_imports_the_oracle():
@@ -79,3 +112,16 @@ def test_readme_names_the_two_commands_and_ci_runs_the_test_one():
     readme = (ROOT / "README.md").read_text()
     assert "make demo" in readme and "make test" in readme
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_shipped_files_are_found_in_the_checkout():
+    import pytest
+
+    from minglm4v.errors import ShippedDataError
+    from minglm4v.resources import data_dir, default_checkpoint, shipped
+
+    assert data_dir() == ROOT / "data"  # a checkout: the repository's own folder (a wheel: minglm4v/data)
+    assert default_checkpoint() == ROOT / "data" / "tiny-glm4v" and (default_checkpoint() / "config.json").is_file()
+    assert shipped("scene.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ShippedDataError, match="nope.png"):
+        shipped("nope.png")

@@ -160,8 +160,9 @@ def test_loads_with_both_libraries(ours, hf_model):
 
 def _hf_generate(hf_model, inputs, video: bool):
     types = (inputs["input_ids"] == 9).long() * (2 if video else 1)  # mm_token_type_ids: 1 image, 2 video
+    assert torch.equal(inputs["mm_token_type_ids"], types)  # the processor returns them, as transformers' does
     with torch.no_grad():  # stop ids and pad come from the folder's generation_config.json
-        return hf_model.generate(**inputs, mm_token_type_ids=types, max_new_tokens=6, do_sample=False)
+        return hf_model.generate(**inputs, max_new_tokens=6, do_sample=False)
 
 
 @pytest.mark.parametrize("video", [False, True], ids=["images", "videos"])
