@@ -21,8 +21,6 @@ silently ignored. No shapes here.
 
 from __future__ import annotations
 
-import inspect
-
 from .errors import LoadArgumentError
 
 # keyword -> (values that mean what they mean in transformers, what it does here). None is always allowed.
@@ -64,24 +62,21 @@ def _one_dtype(torch_dtype, dtype, where: str):
 
 
 def model_from_pretrained(pretrained_model_name_or_path, *, torch_dtype=None, dtype=None, device_map=None,
-                          quantize=None, mmap: bool = True, allow_download: bool = False, **kwargs):
+                          quantize=None, group_size=None, quantize_vision=None, mmap: bool = True,
+                          allow_download: bool = False, **kwargs):
     """`Glm4vForConditionalGeneration.from_pretrained(...)`: `minglm4v.load` with transformers' keywords (see the
-    module docstring). Returns the model in eval mode on the one device `device_map` names (the CPU by default)."""
+    module docstring). Returns the model in eval mode on the one device `device_map` names (the CPU by default);
+    `quantize="int8" | "int4"` (with `group_size`, `quantize_vision`) quantizes each weight as it is read."""
     from .devices import resolve_device_map
     from .weights import load
 
     where = "Glm4vForConditionalGeneration.from_pretrained"
-    _check_harmless(kwargs, HARMLESS_MODEL, where, ("torch_dtype", "dtype", "device_map", "quantize", "mmap",
-                                                    "allow_download"))
-    extra = {}
-    if quantize is not None:
-        if "quantize" not in inspect.signature(load).parameters:
-            raise LoadArgumentError(f"{where}(quantize={quantize!r}): this version of minglm4v's loader cannot "
-                                    "quantize while loading; load in bfloat16/float32 instead")
-        extra["quantize"] = quantize
+    _check_harmless(kwargs, HARMLESS_MODEL, where, ("torch_dtype", "dtype", "device_map", "quantize", "group_size",
+                                                    "quantize_vision", "mmap", "allow_download"))
     device = resolve_device_map("cpu" if device_map is None else device_map)
     return load(pretrained_model_name_or_path, dtype=_one_dtype(torch_dtype, dtype, where), device=device,
-                mmap=mmap, allow_download=allow_download, **extra)
+                mmap=mmap, allow_download=allow_download, quantize=quantize, group_size=group_size,
+                quantize_vision=quantize_vision)
 
 
 class AutoProcessor:

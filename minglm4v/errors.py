@@ -28,7 +28,7 @@ The classes, all defined here, by where they are raised:
     AdapterError            LoRA settings, targets and adapter folders                        (lora.py, adapters.py)
     DatasetError            fine-tuning data: a JSONL line that is not a usable conversation  (finetune_data.py)
     ShippedDataError        a file that ships with minglm4v (data/) is missing                (resources.py)
-    LoadArgumentError       from_pretrained / pipeline arguments that cannot be honoured      (auto.py, pipeline.py)
+    LoadArgumentError       from_pretrained / pipeline arguments that cannot be honoured      (auto.py, pipelines.py)
 """
 
 

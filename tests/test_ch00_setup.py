@@ -125,3 +125,23 @@ def test_shipped_files_are_found_in_the_checkout():
     assert shipped("scene.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ShippedDataError, match="nope.png"):
         shipped("nope.png")
+
+
+def test_public_api_names_every_error_class_and_the_entry_points():
+    """Every error class of errors.py, and the transformers-style entry points, import from the top level."""
+    import inspect
+
+    import minglm4v
+    import minglm4v.errors as errors
+
+    classes = {n for n, v in vars(errors).items() if inspect.isclass(v) and issubclass(v, Exception)
+               and v.__module__ == "minglm4v.errors"}
+    assert len(classes) >= 20 and classes <= set(minglm4v.__all__)
+    for name in minglm4v.__all__:
+        assert getattr(minglm4v, name) is not None, name
+    import minglm4v.pipelines  # a submodule import must not shadow the function of the same short name
+    from minglm4v import AutoProcessor, Glm4vForConditionalGeneration, generate, pipeline, stream
+    from minglm4v.model import Glm4vForConditionalGeneration as defined
+
+    assert Glm4vForConditionalGeneration is defined and callable(AutoProcessor.from_pretrained)
+    assert all(callable(f) for f in (generate, pipeline, stream))

@@ -22,13 +22,13 @@ import minglm4v
 from minglm4v.auto import AutoProcessor
 from minglm4v.errors import DeviceError, LoadArgumentError
 from minglm4v.model import Glm4vForConditionalGeneration
-from minglm4v.pipeline import pipeline
+from minglm4v.pipelines import pipeline
 from minglm4v.processor import load_processor
 from minglm4v.resources import data_dir
 
 TINY = data_dir() / "tiny-glm4v"
 SCENE, CLIP = data_dir() / "scene.png", data_dir() / "shapes.mp4"
-IMPORT_LINE = "from minglm4v.auto import AutoProcessor; from minglm4v.model import Glm4vForConditionalGeneration"
+IMPORT_LINE = "from minglm4v import AutoProcessor, Glm4vForConditionalGeneration"
 DIRECTIONS = ("left", "right", "up", "down")
 
 # ---- transformers' docs, verbatim ------------------------------------------------------------------------------
@@ -167,7 +167,7 @@ def adapt(snippet: str, extra: dict | None = None) -> str:
     """The snippet with only the import line, the model id, the URLs and the question changed (each must occur)."""
     changes = {"from transformers import Glm4vForConditionalGeneration, AutoProcessor": IMPORT_LINE,
                "from transformers import AutoProcessor, Glm4vForConditionalGeneration": IMPORT_LINE,
-               "from transformers import pipeline": "from minglm4v.pipeline import pipeline",
+               "from transformers import pipeline": "from minglm4v import pipeline",
                '"THUDM/GLM-4.1V-9B-Thinking"': repr(str(TINY)),
                IMAGE_URL: SCENE.as_uri(), VIDEO_URL: CLIP.as_uri(),
                "Describe this image.": IMAGE_QUESTION, "discribe this video": VIDEO_QUESTION, **(extra or {})}
