@@ -24,6 +24,7 @@ demo: $(STAMP)
 	$(PY) -m minglm4v demo
 
 test: $(STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest tests chapters --nbval-lax --nbval-current-env -p no:cacheprovider
 
 test-fast: $(STAMP)

@@ -145,7 +145,8 @@ def main():
                    transformers.Glm4vForConditionalGeneration.from_pretrained(shipped).eval(),
                    minglm4v.Glm4vConfig.from_pretrained(shipped).text_config.vocab_size),
                   (" (tiny())", minglm4v.load(small),
-                   transformers.Glm4vForConditionalGeneration.from_pretrained(small).eval(), tiny().text_config.vocab_size)]
+                   transformers.Glm4vForConditionalGeneration.from_pretrained(small).eval(),
+                   tiny().text_config.vocab_size)]
         for label, m_ours, m_hf, V in models:
             kw = dict(eos_token_id=[6], pad_token_id=0)  # <|observation|> in the trained model: never chosen
             for B in (1, 4):
@@ -177,7 +178,8 @@ def main():
         f"transformers {transformers.__version__}; median of {args.repeats} alternating runs on a machine shared "
         f"with other jobs, so expect ±10–20 %. Outputs agree: same pixel values (max diff {pre_diff:.1e}), vision "
         f"features (max diff {vis_diff:.1e}), first token and greedy tokens. Decode: {N_NEW - 1} tokens after the "
-        f"first, greedy, a 32-token prompt, on three checkpoints: the bench model above; the trained default checkpoint "
+        f"first, greedy, a 32-token prompt, on three checkpoints: the bench model above; "
+        f"the trained default checkpoint "
         f"`data/tiny-glm4v` (1.1 M parameters, the one `make demo` and the command line use); and tiny() (0.4 M "
         f"parameters, the test config). On the two small ones a step's bookkeeping, not its arithmetic, sets the "
         f"speed, which is what a decode loop controls. At 12 M parameters a decode step reads 50 MB of float32 "

@@ -129,7 +129,8 @@ def main():
         "### Loading memory: 9B widths, a few layers",
         "",
         f"Synthetic checkpoint with the real GLM-4.1V-9B widths (text hidden 4096, vocabulary 151,552, vision width "
-        f"1536) but {args.layers} text layers and {args.depth} vision blocks: {runs['minglm4v'][0]['params'] / 1e9:.2f} B "
+        f"1536) but {args.layers} text layers and {args.depth} vision blocks: "
+        f"{runs['minglm4v'][0]['params'] / 1e9:.2f} B "
         f"parameters, **{nbytes / 1e9:.2f} GB** of bf16 tensors in {len(shards)} shards of at most {args.shard} plus "
         f"an index (the real one: 20.59 GB in 4 shards of about 5 GB). Each loader in a fresh process on this CPU "
         f"(torch {torch.__version__}, transformers {transformers.__version__}), files already in the page cache; "

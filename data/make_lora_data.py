@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from minglm4v import tinyvqa as T  # noqa: E402
+from minglm4v import tinyvqa  # noqa: E402
 
 FORMS = ("What color is the {s}?", "What is the colour of the {s}?", "What is the color of the {s}?",
          "Which colour is the {s}?", "Which color is the {s}?")
@@ -31,35 +31,35 @@ NEW_KINDS = ("paraphrase", "the shape", "count5")
 MIX = {"paraphrase": 0.2, "the shape": 0.15, "count5": 0.25, "old": 0.4}  # share of each kind in training
 
 
-def example(rng: np.random.Generator, kind: str) -> T.Example:
+def example(rng: np.random.Generator, kind: str) -> tinyvqa.Example:
     """One question of a kind above (TinyVQA's scenes: shapes in the cells of a 3 x 3 grid)."""
     background = int(rng.integers(150, 236))
     if kind == "old":
-        return T.image_example(rng)
+        return tinyvqa.image_example(rng)
     if kind == "count5":
-        things = T._place_grid(rng, int(rng.integers(1, 6)))
-        return T.Example(kind, "How many shapes are there?", str(len(things)), things,
-                         image=T.draw(things, background))
+        things = tinyvqa._place_grid(rng, int(rng.integers(1, 6)))
+        return tinyvqa.Example(kind, "How many shapes are there?", str(len(things)), things,
+                         image=tinyvqa.draw(things, background))
     if kind not in NEW_KINDS:
         raise ValueError(f"unknown kind {kind!r}; choose from {NEW_KINDS + ('old',)}")
     while True:
-        things = T._place_grid(rng, 1 if kind == "the shape" else int(rng.integers(1, 4)))
+        things = tinyvqa._place_grid(rng, 1 if kind == "the shape" else int(rng.integers(1, 4)))
         unique = [t for t in things if sum(o.shape == t.shape for o in things) == 1]
         if unique:
             break
     t = unique[rng.integers(len(unique))]
     forms = FORMS + ("What colour is the {s}?",) if kind == "the shape" else FORMS
     question = forms[rng.integers(len(forms))].format(s="shape" if kind == "the shape" else t.shape)
-    return T.Example(kind, question, t.colour, things, image=T.draw(things, background))
+    return tinyvqa.Example(kind, question, t.colour, things, image=tinyvqa.draw(things, background))
 
 
-def mixed(rng: np.random.Generator, n: int) -> list[T.Example]:
+def mixed(rng: np.random.Generator, n: int) -> list[tinyvqa.Example]:
     """n training examples, kinds drawn with the shares in MIX."""
     kinds, p = list(MIX), np.array(list(MIX.values()))
     return [example(rng, kinds[rng.choice(len(kinds), p=p / p.sum())]) for _ in range(n)]
 
 
-def held_out(seed: int = 7, per_kind: int = 60) -> list[T.Example]:
+def held_out(seed: int = 7, per_kind: int = 60) -> list[tinyvqa.Example]:
     """Seeded questions of the new kinds, `per_kind` each (seeds differ from training's, so the scenes are new)."""
     rng = np.random.default_rng(seed)
     return [example(rng, kind) for kind in NEW_KINDS for _ in range(per_kind)]

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import video as V
+from . import video
 from .errors import ImageError, VideoError
 from .patchify import load_image
 
@@ -32,10 +32,10 @@ def image_from(value, allow_download: bool = False):
     return load_image(value, allow_download=allow_download)
 
 
-def video_from(value, fps=None, sample_fps: float = V.SAMPLE_FPS, max_duration: float = V.MAX_DURATION):
+def video_from(value, fps=None, sample_fps: float = video.SAMPLE_FPS, max_duration: float = video.MAX_DURATION):
     """A message item's video -> a path / URL (read by `video.preprocess_videos`, frames resized as they are
     decoded) or a `video.SampledVideo` (frames given with their fps)."""
-    if not isinstance(value, (str, os.PathLike, list, tuple, np.ndarray, torch.Tensor, V.SampledVideo)):
+    if not isinstance(value, (str, os.PathLike, list, tuple, np.ndarray, torch.Tensor, video.SampledVideo)):
         raise VideoError(f"a video item holds a {type(value).__name__}; give a file path or file:// URL, a list of "
                          "frames (or a (T, H, W, 3) uint8 array or tensor) with 'fps', or a video.SampledVideo")
     if isinstance(value, (str, os.PathLike)):
@@ -50,4 +50,4 @@ def video_from(value, fps=None, sample_fps: float = V.SAMPLE_FPS, max_duration: 
                              "to the video item (timestamps and sampling depend on it)")
         if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps < float("inf"):
             raise VideoError(f"'fps' must be a positive number of frames per second, got {fps!r}")
-    return V.load_video(value, fps=fps, sample_fps=sample_fps, max_duration=max_duration)
+    return video.load_video(value, fps=fps, sample_fps=sample_fps, max_duration=max_duration)

@@ -25,8 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import chat
-from . import video as V
+from . import chat, video
 from .batch import BatchFeature
 from .errors import ProcessorError
 from .message_media import image_from, video_from
@@ -234,11 +233,11 @@ class Processor:
 
     # ------------------------------------------------------------------ video
 
-    def preprocess_videos(self, videos, allow_download: bool = False) -> V.VideoInputs:
+    def preprocess_videos(self, videos, allow_download: bool = False) -> video.VideoInputs:
         """File paths / URLs / `video.SampledVideo`s -> `video.VideoInputs` with this processor's video settings
         (the pixels and grids, plus each video's frame indices and per-temporal-patch timestamps)."""
         c = self.video_config
-        return V.preprocess_videos(videos, sample_fps=c.fps, max_duration=c.max_duration, min_pixels=c.min_pixels,
+        return video.preprocess_videos(videos, sample_fps=c.fps, max_duration=c.max_duration, min_pixels=c.min_pixels,
                                    max_pixels=c.max_pixels, patch_size=c.patch_size,
                                    temporal_patch_size=c.temporal_patch_size, merge_size=c.merge_size,
                                    mean=c.image_mean, std=c.image_std, allow_download=allow_download)
@@ -246,7 +245,7 @@ class Processor:
     def _video_ids(self, grid: list[int], timestamps: list[float]) -> list[int]:
         """The ids that replace one <|video|>: per temporal patch, an image block and its whole seconds as text
         (video.frame_blocks_text), tokenized as transformers does after its text replacement."""
-        return self.tokenizer.encode(V.frame_blocks_text(grid, timestamps, self.video_config.merge_size))
+        return self.tokenizer.encode(video.frame_blocks_text(grid, timestamps, self.video_config.merge_size))
 
     # ------------------------------------------------------------------ placeholders and padding
 

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import tinyvqa as T
+from . import tinyvqa, tinyvqa_eval
 from .config import TINY_SPECIAL_IDS, Glm4vConfig, TextConfig, VisionConfig
 from .processor import ImageProcessorConfig, Processor, VideoProcessorConfig
 from .tokenizer import train_tokenizer
@@ -61,11 +61,11 @@ CHAT_TEMPLATE = """\
 
 # Any image is scaled to about 84 x 84 px (9 tokens), the size the model was trained on: "longest_edge" is a pixel
 # budget of 2 frames x 84 x 84 (docs/glm41v.md §2.1); "shortest_edge" keeps the published 12544.
-IMAGE_SETTINGS = ImageProcessorConfig(max_pixels=2 * T.SIZE * T.SIZE)
+IMAGE_SETTINGS = ImageProcessorConfig(max_pixels=2 * tinyvqa.SIZE * tinyvqa.SIZE)
 # Videos: all sampled frames share one pixel budget (docs/glm41v.md §3.2); 4 frames of 84 x 84 px fit it exactly, so a
 # longer clip gets smaller frames instead of hundreds of tokens the model never saw in training.
 VIDEO_SETTINGS = dataclasses.replace(VideoProcessorConfig.matching(IMAGE_SETTINGS),
-                                     max_pixels=T.VIDEO_FRAMES * T.SIZE * T.SIZE)
+                                     max_pixels=tinyvqa.VIDEO_FRAMES * tinyvqa.SIZE * tinyvqa.SIZE)
 
 
 def tiny_vqa_config(vocab_size: int) -> Glm4vConfig:
@@ -75,7 +75,7 @@ def tiny_vqa_config(vocab_size: int) -> Glm4vConfig:
                       partial_rotary_factor=0.5, mrope_section=(2, 3, 3), pad_token_id=0, eos_token_id=(0, 1),
                       dtype="float32")
     vision = VisionConfig(depth=2, hidden_size=96, num_heads=4, intermediate_size=256, out_hidden_size=128,
-                          image_size=T.SIZE)
+                          image_size=tinyvqa.SIZE)
     return Glm4vConfig(text_config=text, vision_config=vision, **TINY_SPECIAL_IDS)
 
 
@@ -84,7 +84,7 @@ def make_processor() -> Processor:
 
     It renders prompts with chat.render_chat (quicker than jinja, and the same text as CHAT_TEMPLATE, which
     `save_checkpoint` writes beside it)."""
-    return Processor(train_tokenizer(T.corpus(), vocab_size=400), IMAGE_SETTINGS, video_config=VIDEO_SETTINGS)
+    return Processor(train_tokenizer(tinyvqa.corpus(), vocab_size=400), IMAGE_SETTINGS, video_config=VIDEO_SETTINGS)
 
 
 def init_weights(model, seed: int) -> None:
@@ -126,11 +126,11 @@ def aux_loss(head: torch.nn.Linear, feats: torch.Tensor, exs) -> torch.Tensor:
     """The vision tower's auxiliary loss: from each image token's features, a linear `head` (thrown away after
     training, not part of the model) predicts which of the 12 objects sits in the token's cell, or none
     (cross-entropy), and where its centre is (squared error). feats (B * 9, C): the vision tower's output."""
-    label, centre = zip(*(T.cell_targets(e.things) for e in exs))
+    label, centre = zip(*(tinyvqa.cell_targets(e.things) for e in exs))
     label, centre = torch.cat(label), torch.cat(centre)  # (B*9,), (B*9, 2)
     out = head(feats)  # (B*9, 13 + 2)
-    k = len(T.PAIRS) + 1
-    full = label < len(T.PAIRS)
+    k = len(tinyvqa.PAIRS) + 1
+    full = label < len(tinyvqa.PAIRS)
     err = (out[:, k:] - centre).pow(2).sum(-1)  # (B*9,)
     return F.cross_entropy(out[:, :k], label) + 10 * (err * full).sum() / full.sum().clamp(min=1)
 
@@ -154,7 +154,7 @@ def train(steps: int = 6000, batch_size: int = 32, lr: float = 1e-3, seed: int =
     model.train()
     for p in model.parameters():
         p.requires_grad_(True)
-    head = torch.nn.Linear(model.config.vision_config.out_hidden_size, len(T.PAIRS) + 3)
+    head = torch.nn.Linear(model.config.vision_config.out_hidden_size, len(tinyvqa.PAIRS) + 3)
     opt = torch.optim.AdamW(list(model.parameters()) + list(head.parameters()), lr=lr, betas=(0.9, 0.98),
                             weight_decay=0.01)
     feats = {}
@@ -164,8 +164,8 @@ def train(steps: int = 6000, batch_size: int = 32, lr: float = 1e-3, seed: int =
     try:
         for step in range(steps):
             video = video_every > 0 and step % video_every == video_every - 1
-            exs = [T.video_example(rng) if video else T.image_example(rng) for _ in range(batch_size)]
-            inputs = T.batch(processor, exs)
+            exs = [tinyvqa.video_example(rng) if video else tinyvqa.image_example(rng) for _ in range(batch_size)]
+            inputs = tinyvqa.batch(processor, exs)
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, steps, lr, warmup)
             loss = loss_fn(model, inputs)
@@ -182,7 +182,7 @@ def train(steps: int = 6000, batch_size: int = 32, lr: float = 1e-3, seed: int =
                 if eval_examples is not None and step > 0 and (step % (log_every * EVAL_EVERY) == 0
                                                                or step == steps - 1):
                     model.eval()
-                    acc = T.accuracy(model, processor, eval_examples)
+                    acc = tinyvqa_eval.accuracy(model, processor, eval_examples)
                     model.train()
                     line += "  held-out " + " ".join(f"{k} {v:.2f}" for k, v in acc.items())
                 printer(line)
@@ -234,14 +234,15 @@ def main(argv=None) -> int:
               "or choose another folder", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
-    held_out = T.examples(HELD_OUT_SEED, 140, T.IMAGE_KINDS + (T.VIDEO_KINDS if args.video_every else ()))
+    kinds = tinyvqa.IMAGE_KINDS + (tinyvqa.VIDEO_KINDS if args.video_every else ())
+    held_out = tinyvqa.examples(HELD_OUT_SEED, 140, kinds)
     t0 = time.perf_counter()
     model, processor, history = train(args.steps, args.batch_size, args.lr, args.seed, args.video_every,
                                       args.aux_weight, args.minutes, eval_examples=held_out,
                                       printer=lambda s: print(s, flush=True))
     wall = time.perf_counter() - t0
-    kinds = T.IMAGE_KINDS + (T.VIDEO_KINDS if args.video_every else ())
-    acc = T.accuracy(model, processor, T.examples(TEST_SEED, 50 * len(kinds), kinds))
+    kinds = tinyvqa.IMAGE_KINDS + (tinyvqa.VIDEO_KINDS if args.video_every else ())
+    acc = tinyvqa_eval.accuracy(model, processor, tinyvqa.examples(TEST_SEED, 50 * len(kinds), kinds))
     print("test accuracy " + " ".join(f"{k} {v:.3f}" for k, v in acc.items()))
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "overwrite")}
     log = {"command": "python -m minglm4v.train " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in

@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # make tests/oracle.py importabl
 
 import oracle  # noqa: E402
 
-from minglm4v import config as C  # noqa: E402
+from minglm4v import config  # noqa: E402
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 
@@ -22,8 +22,8 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_config() -> C.Glm4vConfig:
-    return C.tiny()
+def tiny_config() -> config.Glm4vConfig:
+    return config.tiny()
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +51,7 @@ def tiny_tokenizer():
     from minglm4v.tokenizer import train_tokenizer
 
     tok = train_tokenizer(CORPUS, vocab_size=400)
-    cfg = C.tiny()
+    cfg = config.tiny()
     assert tok.token_to_id("<|image|>") == cfg.image_token_id
     assert tok.token_to_id("<|begin_of_video|>") == cfg.video_start_token_id
     assert tok.vocab_size <= cfg.text_config.vocab_size

@@ -27,9 +27,7 @@ import pytest
 import torch
 from PIL import Image
 
-from minglm4v import media_files
-from minglm4v import video as V
-from minglm4v import video_io as VIO
+from minglm4v import media_files, video, video_io
 from minglm4v.errors import ImageError, MinGlmError, VideoError
 from minglm4v.media_limits import MAX_GRID_PATCHES, check_grid
 from minglm4v.patchify import load_image, num_image_tokens, preprocess, smart_resize, unpatchify
@@ -119,10 +117,10 @@ def no_proxy(monkeypatch):
 def test_remote_urls_are_refused_and_never_fetched(data_dir):
     with local_server({"/x.png": (200, {}, png_bytes()), "/x.mp4": (200, {}, b"")}) as (base, conns, _):
         expect(lambda: load_image(base + "/x.png"), "remote URL", "allow_download=True", error=ImageError)
-        expect(lambda: V.load_video(base + "/x.mp4"), "remote URL", "allow_download=True", error=VideoError)
-        expect(lambda: V.preprocess_videos([base + "/x.mp4"]), "remote URL", error=VideoError)
+        expect(lambda: video.load_video(base + "/x.mp4"), "remote URL", "allow_download=True", error=VideoError)
+        expect(lambda: video.preprocess_videos([base + "/x.mp4"]), "remote URL", error=VideoError)
         expect(lambda: load_image("data:image/png;base64,AAAA"), "URL", error=ImageError)
-        expect(lambda: V.load_video("ftp://127.0.0.1/x.mp4"), "remote URL", error=VideoError)
+        expect(lambda: video.load_video("ftp://127.0.0.1/x.mp4"), "remote URL", error=VideoError)
         assert conns == []
 
 
@@ -136,9 +134,9 @@ def test_protocol_looking_relative_paths_are_local_files(tmp_path, monkeypatch, 
         monkeypatch.chdir(tmp_path)
         name = f"http:/127.0.0.1:{port}/x.mp4"
         assert Path(name).is_file()
-        assert VIO.probe(name) == VIO.VideoInfo(fps=12.0, total_frames=72, height=144, width=192)
-        assert V.load_video(name).frames.shape == (12, 144, 192, 3)
-        assert V.preprocess_videos([name]).video_grid_thw.tolist() == [[6, 10, 14]]
+        assert video_io.probe(name) == video_io.VideoInfo(fps=12.0, total_frames=72, height=144, width=192)
+        assert video.load_video(name).frames.shape == (12, 144, 192, 3)
+        assert video.preprocess_videos([name]).video_grid_thw.tolist() == [[6, 10, 14]]
         assert load_image(f"http:/127.0.0.1:{port}/x.png").size == (50, 30)
         assert conns == []
 
@@ -162,19 +160,19 @@ def test_file_urls_are_read(tmp_path, data_dir):
     (tmp_path / "a b.png").write_bytes(png_bytes(30, 50))
     assert load_image((tmp_path / "a b.png").as_uri()).size == (50, 30)  # file:///.../a%20b.png
     (tmp_path / "c d.mp4").write_bytes((data_dir / "shapes.mp4").read_bytes())
-    assert V.load_video((tmp_path / "c d.mp4").as_uri()).indices == list(range(0, 72, 6))
+    assert video.load_video((tmp_path / "c d.mp4").as_uri()).indices == list(range(0, 72, 6))
     expect(lambda: load_image("file://elsewhere/x.png"), "another host", error=ImageError)
 
 
 def test_folders_and_special_files_are_refused(tmp_path):
     (tmp_path / "photos.png").mkdir()
     expect(lambda: load_image(tmp_path / "photos.png"), "is a directory", error=ImageError)
-    expect(lambda: V.load_video(tmp_path), "is a directory", error=VideoError)
-    expect(lambda: V.preprocess_videos([tmp_path]), "is a directory", error=VideoError)
+    expect(lambda: video.load_video(tmp_path), "is a directory", error=VideoError)
+    expect(lambda: video.preprocess_videos([tmp_path]), "is a directory", error=VideoError)
     expect(lambda: load_image(tmp_path / "gone.png"), "not found", error=ImageError)
     fifo = tmp_path / "clip.mp4"
     os.mkfifo(fifo)  # opening it for reading would wait for a writer forever
-    expect(lambda: V.load_video(fifo), "not a regular file", error=VideoError)
+    expect(lambda: video.load_video(fifo), "not a regular file", error=VideoError)
     expect(lambda: load_image(fifo), "not a regular file", error=ImageError)
     expect(lambda: load_image("/dev/null"), "not a regular file", error=ImageError)
 
@@ -186,9 +184,10 @@ def test_download_when_asked(no_proxy, tmp_path, monkeypatch, data_dir):
     clip = (data_dir / "shapes.mp4").read_bytes()
     with local_server({"/x.png": (200, {}, png_bytes(30, 50)), "/x.mp4": (200, {}, clip)}) as (base, _, paths):
         assert load_image(base + "/x.png", allow_download=True).size == (50, 30)
-        assert V.load_video(base + "/x.mp4", allow_download=True).frames.shape == (12, 144, 192, 3)
-        got = V.preprocess_videos([base + "/x.mp4"], allow_download=True)
-        assert torch.equal(got.pixel_values_videos, V.preprocess_videos([data_dir / "shapes.mp4"]).pixel_values_videos)
+        assert video.load_video(base + "/x.mp4", allow_download=True).frames.shape == (12, 144, 192, 3)
+        got = video.preprocess_videos([base + "/x.mp4"], allow_download=True)
+        want = video.preprocess_videos([data_dir / "shapes.mp4"]).pixel_values_videos
+        assert torch.equal(got.pixel_values_videos, want)
         assert paths == ["/x.png", "/x.mp4", "/x.mp4"]
     assert list(tmp_path.iterdir()) == []  # every temporary download removed
 
@@ -210,7 +209,7 @@ def test_download_failures(no_proxy, tmp_path, monkeypatch):
     with local_server(routes) as (base, _, _):
         expect(lambda: load_image(base + "/big", allow_download=True), "announces 5,000 bytes", error=ImageError)
         expect(lambda: load_image(base + "/stream", allow_download=True), "more than 1,000 bytes", error=ImageError)
-        expect(lambda: V.load_video(base + "/redirect", allow_download=True), "redirect", error=VideoError)
+        expect(lambda: video.load_video(base + "/redirect", allow_download=True), "redirect", error=VideoError)
         expect(lambda: load_image(base + "/missing.png", allow_download=True), "cannot download", error=ImageError)
         expect(lambda: load_image(base + "/drip", allow_download=True), "still downloading after", error=ImageError)
     expect(lambda: load_image("ftp://127.0.0.1/x.png", allow_download=True), "only http and https", error=ImageError)
@@ -249,7 +248,7 @@ def huge_jpeg(path: Path, side: int = 16000) -> Path:
     return path
 
 
-IMPORTS = ("import numpy as np, torch\nfrom PIL import Image\nfrom minglm4v import video as V\n"
+IMPORTS = ("import numpy as np, torch\nfrom PIL import Image\nfrom minglm4v import video\n"
            "from minglm4v.patchify import load_image, preprocess\n")
 FRAME_ROUTES = {  # frames that cost nothing to make (broadcast views) but would cost GBs to stack
     "array": "np.broadcast_to(np.zeros((1, 1, 1, 3), np.uint8), (3000, 4000, 4000, 3))",
@@ -266,11 +265,11 @@ def cheap_routes(tmp_path_factory) -> dict[str, tuple[str, float]]:
     jpeg = str(huge_jpeg(tmp / "huge.jpg"))
     y4m = tmp / "huge.y4m"  # a raw clip whose header says 16000x16000
     y4m.write_bytes(b"YUV4MPEG2 W16000 H16000 F12:1 Ip A1:1 C420jpeg\nFRAME\n" + b"\x80" * 4096)
-    actions = {"jpeg as image": f"load_image({jpeg!r})", "jpeg as video": f"V.load_video({jpeg!r})",
-               "jpeg preprocessed as video": f"V.preprocess_videos([{jpeg!r}])",
-               "y4m": f"V.preprocess_videos([{str(y4m)!r}])",
-               "grid text": "V.frame_blocks_text([1, 1 << 15, 1 << 15], [0.0])",  # 2^28 tokens of text
-               **{f"frames {k}": f"V.load_video({v}, fps=30)" for k, v in FRAME_ROUTES.items()}}
+    actions = {"jpeg as image": f"load_image({jpeg!r})", "jpeg as video": f"video.load_video({jpeg!r})",
+               "jpeg preprocessed as video": f"video.preprocess_videos([{jpeg!r}])",
+               "y4m": f"video.preprocess_videos([{str(y4m)!r}])",
+               "grid text": "video.frame_blocks_text([1, 1 << 15, 1 << 15], [0.0])",  # 2^28 tokens of text
+               **{f"frames {k}": f"video.load_video({v}, fps=30)" for k, v in FRAME_ROUTES.items()}}
     return dict(zip(actions, grown(IMPORTS, *actions.values())))
 
 
@@ -299,7 +298,7 @@ def test_frames_are_size_checked_before_stacking(cheap_routes, route):
 
 def test_one_huge_frame_is_refused():
     frames = [np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (20000, 20000, 3))] * 2
-    expect(lambda: V.load_video(frames, fps=2), "20000x20000", error=VideoError)
+    expect(lambda: video.load_video(frames, fps=2), "20000x20000", error=VideoError)
 
 
 def test_in_memory_images_cost_bounded_memory():
@@ -333,19 +332,19 @@ def test_bad_grids_are_refused_before_allocation(case):
 def test_grid_takers_check_first(cheap_routes):
     msg, mb = cheap_routes["grid text"]
     assert msg.startswith("VideoError") and f"{MAX_GRID_PATCHES:,}" in msg and mb < 50, (msg, mb)
-    expect(lambda: V.frame_blocks_text([10**9, 2, 2], [0.0]), "patches", error=VideoError)
+    expect(lambda: video.frame_blocks_text([10**9, 2, 2], [0.0]), "patches", error=VideoError)
     expect(lambda: num_image_tokens([[10**9, 2, 2]]), "patches", error=ImageError)
     expect(lambda: unpatchify(torch.zeros(4, 1176), [10**9, 2, 2]), "patches", error=ImageError)
     expect(lambda: unpatchify(torch.zeros(4, 1176), [1, 4, 4]), "do not fit the grid", error=ImageError)
-    expect(lambda: V.frame_blocks_text([2, 3, 4], [0.0, 1.0]), "multiples of the merge size", error=VideoError)
+    expect(lambda: video.frame_blocks_text([2, 3, 4], [0.0, 1.0]), "multiples of the merge size", error=VideoError)
     assert num_image_tokens(torch.tensor([[1, 4, 4], [1, 2, 6]])).tolist() == [4, 3]
 
 
 def test_bad_sampling_settings_are_refused():
-    expect(lambda: V.sample_indices(100, 30, sample_fps=1e9), "at most 65,536 frames", error=VideoError)
-    expect(lambda: V.sample_indices(100, 30, max_duration=float("inf")), "max_duration=inf", error=VideoError)
-    expect(lambda: V.sample_indices(100, "30"), "fps='30'", error=VideoError)
-    expect(lambda: V.sample_indices(True, 30), "at least one frame", error=VideoError)
+    expect(lambda: video.sample_indices(100, 30, sample_fps=1e9), "at most 65,536 frames", error=VideoError)
+    expect(lambda: video.sample_indices(100, 30, max_duration=float("inf")), "max_duration=inf", error=VideoError)
+    expect(lambda: video.sample_indices(100, "30"), "fps='30'", error=VideoError)
+    expect(lambda: video.sample_indices(True, 30), "at least one frame", error=VideoError)
 
 
 # ---------------------------------------------------------------------- messages name the real input
@@ -356,12 +355,13 @@ def test_aspect_ratio_error_names_the_real_size():
 
 
 def test_video_sizes_and_settings_raise_video_errors():
-    wide = V.load_video(np.zeros((4, 2, 500, 3), np.uint8), fps=2)
-    for fn, needle in [(lambda: V.preprocess_videos([wide]), "aspect ratio 250.0 of a 500x2"),
-                       (lambda: V.video_size(1, 100, 100), "temporal_patch_size"),
-                       (lambda: V.preprocess_videos([wide], min_pixels=10, max_pixels=5), "min_pixels <= max_pixels"),
-                       (lambda: V.preprocess_videos([wide], patch_size=0), "patch_size=0"),
-                       (lambda: V.preprocess_videos([wide], merge_size=2.5), "merge_size=2.5")]:
+    wide = video.load_video(np.zeros((4, 2, 500, 3), np.uint8), fps=2)
+    for fn, needle in [(lambda: video.preprocess_videos([wide]), "aspect ratio 250.0 of a 500x2"),
+                       (lambda: video.video_size(1, 100, 100), "temporal_patch_size"),
+                       (lambda: video.preprocess_videos([wide], min_pixels=10, max_pixels=5),
+                        "min_pixels <= max_pixels"),
+                       (lambda: video.preprocess_videos([wide], patch_size=0), "patch_size=0"),
+                       (lambda: video.preprocess_videos([wide], merge_size=2.5), "merge_size=2.5")]:
         with pytest.raises(VideoError, match=needle) as info:
             fn()
         assert not isinstance(info.value, ImageError)
@@ -401,7 +401,7 @@ def test_transparent_premultiplied_image_is_white_like_rgba(hf_processor):
 
 def test_transparent_video_frames_are_white():
     frames = [Image.new("RGBA", (56, 56), (200, 30, 30, 0)).convert("RGBa")] * 4
-    v = V.load_video(frames, fps=2)
+    v = video.load_video(frames, fps=2)
     assert v.frames.min() == 255  # white, as the same picture given as an image
 
 
@@ -418,14 +418,14 @@ STILL = {
 def test_still_image_is_not_a_video(tmp_path, kind):
     path = tmp_path / "clip.mp4"  # the name does not matter: the content does
     STILL[kind](path)
-    expect(lambda: V.load_video(path), "clip.mp4", "still image", "image item", error=VideoError)
-    expect(lambda: V.preprocess_videos([path]), "still image", error=VideoError)
+    expect(lambda: video.load_video(path), "clip.mp4", "still image", "image item", error=VideoError)
+    expect(lambda: video.preprocess_videos([path]), "still image", error=VideoError)
 
 
 def test_animated_gif_is_a_video(tmp_path):
     frames = [Image.new("RGB", (64, 48), c) for c in [(255, 0, 0), (0, 0, 255), (0, 255, 0), (9, 9, 9)]]
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=500, loop=0)
-    v = V.load_video(tmp_path / "anim.gif")
+    v = video.load_video(tmp_path / "anim.gif")
     assert v.frames.shape[1:] == (48, 64, 3) and len(v.indices) >= 2
 
 
@@ -464,32 +464,32 @@ def test_bad_image_sources(case):
 
 
 def test_load_video_sources(data_dir):
-    every = VIO.read_frames(data_dir / "shapes.mp4", range(72))  # (72, H, W, 3)
-    want = V.load_video(data_dir / "shapes.mp4")
+    every = video_io.read_frames(data_dir / "shapes.mp4", range(72))  # (72, H, W, 3)
+    want = video.load_video(data_dir / "shapes.mp4")
     sources = [every, torch.from_numpy(every), list(every), [torch.from_numpy(f) for f in every],
                [Image.fromarray(f) for f in every]]
     for source in sources:
-        got = V.load_video(source, fps=12)
+        got = video.load_video(source, fps=12)
         assert got.indices == want.indices and np.array_equal(got.frames, every[want.indices]), type(source)
-    assert V.load_video(want) is want
-    assert V.load_video(str(data_dir / "shapes.mp4"), size=(56, 84)).frames.shape == (12, 56, 84, 3)
-    small = V.load_video(every, fps=12, size=(56, 84))
-    assert np.array_equal(small.frames, VIO.resize_frames(every[want.indices], 56, 84).permute(0, 2, 3, 1).numpy())
+    assert video.load_video(want) is want
+    assert video.load_video(str(data_dir / "shapes.mp4"), size=(56, 84)).frames.shape == (12, 56, 84, 3)
+    small = video.load_video(every, fps=12, size=(56, 84))
+    assert np.array_equal(small.frames, video_io.resize_frames(every[want.indices], 56, 84).permute(0, 2, 3, 1).numpy())
 
 
 BAD_VIDEO_SOURCES = {
-    "frames without fps": (lambda: V.load_video(np.zeros((4, 30, 30, 3), np.uint8)), "needs their frame rate"),
-    "an int": (lambda: V.load_video(3), "got int"),
-    "float tensor": (lambda: V.load_video(torch.zeros(4, 30, 30, 3), fps=2), "(T, H, W, 3) uint8"),
-    "RGBA frames": (lambda: V.load_video([np.zeros((30, 30, 4), np.uint8)] * 2, fps=2), "frame 0 has shape"),
-    "mixed sizes": (lambda: V.load_video([np.zeros((30, 30, 3), np.uint8), Image.new("RGB", (31, 30))], fps=2),
+    "frames without fps": (lambda: video.load_video(np.zeros((4, 30, 30, 3), np.uint8)), "needs their frame rate"),
+    "an int": (lambda: video.load_video(3), "got int"),
+    "float tensor": (lambda: video.load_video(torch.zeros(4, 30, 30, 3), fps=2), "(T, H, W, 3) uint8"),
+    "RGBA frames": (lambda: video.load_video([np.zeros((30, 30, 4), np.uint8)] * 2, fps=2), "frame 0 has shape"),
+    "mixed sizes": (lambda: video.load_video([np.zeros((30, 30, 3), np.uint8), Image.new("RGB", (31, 30))], fps=2),
                     "share one size"),
-    "a dict frame": (lambda: V.load_video([{}], fps=2), "frame 0 is a dict"),
-    "no frames": (lambda: V.load_video([], fps=2), "no frames"),
-    "nan fps": (lambda: V.load_video([np.zeros((30, 30, 3), np.uint8)], fps=float("nan")), "fps=nan"),
-    "bad SampledVideo": (lambda: V.preprocess_videos([V.SampledVideo(np.zeros((3, 30, 30)), [0], 2.0, 1)]),
+    "a dict frame": (lambda: video.load_video([{}], fps=2), "frame 0 is a dict"),
+    "no frames": (lambda: video.load_video([], fps=2), "no frames"),
+    "nan fps": (lambda: video.load_video([np.zeros((30, 30, 3), np.uint8)], fps=float("nan")), "fps=nan"),
+    "bad SampledVideo": (lambda: video.preprocess_videos([video.SampledVideo(np.zeros((3, 30, 30)), [0], 2.0, 1)]),
                          "SampledVideo needs frames"),
-    "a list as one video": (lambda: V.preprocess_videos([[np.zeros((30, 30, 3), np.uint8)]]), "got list"),
+    "a list as one video": (lambda: video.preprocess_videos([[np.zeros((30, 30, 3), np.uint8)]]), "got list"),
 }
 
 
@@ -504,9 +504,9 @@ def test_full_size_frames_of_a_file_meet_the_clip_limit(monkeypatch, data_dir):
 
     monkeypatch.setattr(media_limits, "MAX_CLIP_PIXELS", 12 * 192 * 144 - 1)  # one pixel short of shapes.mp4's sample
     clip = data_dir / "shapes.mp4"
-    expect(lambda: V.load_video(clip), "12 frames of 192x144", "size=(h, w)", error=VideoError)
-    assert V.load_video(clip, size=(56, 84)).frames.shape == (12, 56, 84, 3)  # resized as decoded: never held
-    assert V.preprocess_videos([clip]).video_grid_thw.tolist() == [[6, 10, 14]]
+    expect(lambda: video.load_video(clip), "12 frames of 192x144", "size=(h, w)", error=VideoError)
+    assert video.load_video(clip, size=(56, 84)).frames.shape == (12, 56, 84, 3)  # resized as decoded: never held
+    assert video.preprocess_videos([clip]).video_grid_thw.tolist() == [[6, 10, 14]]
 
 
 def test_hostile_pixel_budgets_are_refused_before_allocation(monkeypatch):
@@ -516,10 +516,10 @@ def test_hostile_pixel_budgets_are_refused_before_allocation(monkeypatch):
     tiny = np.zeros((30, 30, 3), np.uint8)
     expect(lambda: preprocess(tiny, min_pixels=10**12, max_pixels=10**12), "image 0", "lower the pixel budget",
            error=ImageError)
-    frames = V.load_video(np.zeros((4, 30, 30, 3), np.uint8), fps=2)
-    expect(lambda: V.preprocess_videos([frames], min_pixels=10**12, max_pixels=10**12), "video 0",
+    frames = video.load_video(np.zeros((4, 30, 30, 3), np.uint8), fps=2)
+    expect(lambda: video.preprocess_videos([frames], min_pixels=10**12, max_pixels=10**12), "video 0",
            "lower the pixel budget", error=VideoError)
     monkeypatch.setattr(media_limits, "MAX_BATCH_PATCHES", 2 * 36)  # two 84x84 images: 36 patches each
     assert preprocess([tiny, tiny])[0].shape == (72, 1176)
     expect(lambda: preprocess([tiny] * 3), "108 patch rows", error=ImageError)
-    expect(lambda: V.preprocess_videos([frames] * 3), "video 2", "patch rows", error=VideoError)
+    expect(lambda: video.preprocess_videos([frames] * 3), "video 2", "patch rows", error=VideoError)

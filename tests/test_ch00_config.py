@@ -8,7 +8,7 @@ import json
 import pytest
 from oracle import hf_config
 
-import minglm4v.config as C
+from minglm4v import config
 from minglm4v.errors import ConfigError
 
 # The published 9B values (docs/glm41v.md §1.2-1.3, checked by hand against the Hub config.json).
@@ -59,7 +59,7 @@ def v5_9b_json() -> dict:
 
 
 def test_preset_is_the_published_9b_config():
-    cfg = C.glm41v_9b()
+    cfg = config.glm41v_9b()
     for k, v in NINE_B_TEXT.items():
         assert getattr(cfg.text_config, k) == v, k
     for k, v in NINE_B_VISION.items():
@@ -72,14 +72,15 @@ def test_preset_is_the_published_9b_config():
 
 @pytest.mark.parametrize("spelling", [nested_9b_json, flat_9b_json, v5_9b_json])
 def test_every_spelling_reads_to_the_9b_config(spelling):
-    assert C.Glm4vConfig.from_dict(spelling()) == C.glm41v_9b()
+    assert config.Glm4vConfig.from_dict(spelling()) == config.glm41v_9b()
 
 
-@pytest.mark.parametrize("cfg", [C.glm41v_9b(), C.tiny(), C.tiny(partial_rotary_factor=1.0, mrope_section=(2, 3, 3))])
+@pytest.mark.parametrize("cfg", [config.glm41v_9b(), config.tiny(),
+                                 config.tiny(partial_rotary_factor=1.0, mrope_section=(2, 3, 3))])
 def test_to_dict_round_trips_and_transformers_reads_the_same_values(cfg, tmp_path):
-    assert C.Glm4vConfig.from_dict(cfg.to_dict()) == cfg
+    assert config.Glm4vConfig.from_dict(cfg.to_dict()) == cfg
     cfg.save_pretrained(tmp_path)
-    assert C.Glm4vConfig.from_pretrained(tmp_path) == cfg
+    assert config.Glm4vConfig.from_pretrained(tmp_path) == cfg
     hf = hf_config(cfg)
     t, v = hf.text_config, hf.vision_config
     for f in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -89,7 +90,7 @@ def test_to_dict_round_trips_and_transformers_reads_the_same_values(cfg, tmp_pat
     assert rope["rope_theta"] == cfg.text_config.rope_theta
     assert rope["partial_rotary_factor"] == cfg.text_config.partial_rotary_factor
     assert tuple(rope["mrope_section"]) == cfg.text_config.mrope_section
-    for f in dataclasses.fields(C.VisionConfig):
+    for f in dataclasses.fields(config.VisionConfig):
         assert getattr(v, f.name) == getattr(cfg.vision_config, f.name), f.name
     for f in ("image_token_id", "video_token_id", "image_start_token_id", "image_end_token_id",
               "video_start_token_id", "video_end_token_id", "tie_word_embeddings"):
@@ -97,15 +98,15 @@ def test_to_dict_round_trips_and_transformers_reads_the_same_values(cfg, tmp_pat
 
 
 def test_reads_what_transformers_save_pretrained_writes(tmp_path):
-    cfg = C.tiny(partial_rotary_factor=1.0, mrope_section=(4, 2, 2))
+    cfg = config.tiny(partial_rotary_factor=1.0, mrope_section=(4, 2, 2))
     hf_config(cfg).save_pretrained(tmp_path)
-    assert C.Glm4vConfig.from_pretrained(tmp_path) == cfg
+    assert config.Glm4vConfig.from_pretrained(tmp_path) == cfg
 
 
 def test_absent_fields_mean_what_transformers_makes_of_them():
     d = nested_9b_json()
     del d["text_config"]["max_position_embeddings"]
-    assert C.Glm4vConfig.from_dict(d).text_config.max_position_embeddings == 32768  # transformers' class default
+    assert config.Glm4vConfig.from_dict(d).text_config.max_position_embeddings == 32768  # transformers' class default
 
 
 def bad(path: str, value):
@@ -143,22 +144,22 @@ def bad(path: str, value):
 ])
 def test_impossible_configs_raise_clear_errors(d, message):
     with pytest.raises(ConfigError, match=message):
-        C.Glm4vConfig.from_dict(d)
+        config.Glm4vConfig.from_dict(d)
 
 
 def test_from_pretrained_errors(tmp_path):
     with pytest.raises(ConfigError, match="config.json not found"):
-        C.Glm4vConfig.from_pretrained(tmp_path)
+        config.Glm4vConfig.from_pretrained(tmp_path)
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ConfigError, match="not valid JSON"):
-        C.Glm4vConfig.from_pretrained(tmp_path)
+        config.Glm4vConfig.from_pretrained(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps(bad("text_config.num_key_value_heads", 5)))
     with pytest.raises(ConfigError, match=r"config\.json: .*num_key_value_heads=5"):
-        C.Glm4vConfig.from_pretrained(tmp_path)
+        config.Glm4vConfig.from_pretrained(tmp_path)
 
 
 def test_configs_are_frozen():
-    cfg = C.tiny()
+    cfg = config.tiny()
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.text_config.hidden_size = 3
 
@@ -167,34 +168,34 @@ def test_nested_model_types_are_checked():
     d = nested_9b_json()
     d["text_config"]["model_type"] = "llama"
     with pytest.raises(ConfigError, match="text_config.model_type='llama'"):
-        C.Glm4vConfig.from_dict(d)
+        config.Glm4vConfig.from_dict(d)
     d = v5_9b_json()
     d["vision_config"]["model_type"] = "siglip"
     with pytest.raises(ConfigError, match="vision_config.model_type='siglip'"):
-        C.Glm4vConfig.from_dict(d)
+        config.Glm4vConfig.from_dict(d)
 
 
 def test_keys_that_change_the_computation_elsewhere_are_not_ignored():
     d = nested_9b_json()
     d["text_config"]["embedding_multiplier"] = 2.0
     with pytest.raises(ConfigError, match="embedding_multiplier"):
-        C.Glm4vConfig.from_dict(d)
+        config.Glm4vConfig.from_dict(d)
 
 
 def test_quantization_config_is_kept_and_round_trips(tmp_path):
     quant = {"quant_method": "minglm4v", "scheme": "int4", "group_size": 128, "modules": ["lm_head"]}
     d = nested_9b_json()
     d["quantization_config"] = quant
-    cfg = C.Glm4vConfig.from_dict(d)
+    cfg = config.Glm4vConfig.from_dict(d)
     assert cfg.quantization_config == quant and cfg.quantization_config is not quant  # a copy, not the caller's dict
-    assert cfg.to_dict()["quantization_config"] == quant and C.Glm4vConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.to_dict()["quantization_config"] == quant and config.Glm4vConfig.from_dict(cfg.to_dict()) == cfg
     cfg.save_pretrained(tmp_path)
-    assert C.Glm4vConfig.from_pretrained(tmp_path) == cfg
-    assert "quantization_config" not in C.glm41v_9b().to_dict()  # absent unless quantized
-    assert C.Glm4vConfig.from_dict(nested_9b_json()).quantization_config is None
+    assert config.Glm4vConfig.from_pretrained(tmp_path) == cfg
+    assert "quantization_config" not in config.glm41v_9b().to_dict()  # absent unless quantized
+    assert config.Glm4vConfig.from_dict(nested_9b_json()).quantization_config is None
     hash(cfg)  # configs stay hashable (the dict is left out of the hash)
     with pytest.raises(ConfigError, match="quantization_config must be a JSON object"):
-        C.Glm4vConfig.from_dict({**nested_9b_json(), "quantization_config": ["int4"]})
+        config.Glm4vConfig.from_dict({**nested_9b_json(), "quantization_config": ["int4"]})
 
 
 def test_one_table_of_tiny_special_ids_matches_the_trained_tokenizer():
@@ -204,13 +205,13 @@ def test_one_table_of_tiny_special_ids_matches_the_trained_tokenizer():
     names = {"image_start_token_id": "<|begin_of_image|>", "image_end_token_id": "<|end_of_image|>",
              "image_token_id": "<|image|>", "video_start_token_id": "<|begin_of_video|>",
              "video_end_token_id": "<|end_of_video|>", "video_token_id": "<|video|>"}
-    assert C.TINY_SPECIAL_IDS == {k: SPECIAL_TOKENS.index(t) for k, t in names.items()}
-    for cfg in (C.tiny(), tiny_vqa_config(400)):
-        assert {k: getattr(cfg, k) for k in C.TINY_SPECIAL_IDS} == C.TINY_SPECIAL_IDS
+    assert config.TINY_SPECIAL_IDS == {k: SPECIAL_TOKENS.index(t) for k, t in names.items()}
+    for cfg in (config.tiny(), tiny_vqa_config(400)):
+        assert {k: getattr(cfg, k) for k in config.TINY_SPECIAL_IDS} == config.TINY_SPECIAL_IDS
 
 
 def test_config_paths_are_local(tmp_path):
-    C.tiny().save_pretrained(f"file://{tmp_path}")
-    assert C.Glm4vConfig.from_pretrained(f"file://{tmp_path}") == C.tiny()
+    config.tiny().save_pretrained(f"file://{tmp_path}")
+    assert config.Glm4vConfig.from_pretrained(f"file://{tmp_path}") == config.tiny()
     with pytest.raises(ConfigError, match="URL"):
-        C.Glm4vConfig.from_pretrained("https://huggingface.co/zai-org/GLM-4.1V-9B-Thinking")
+        config.Glm4vConfig.from_pretrained("https://huggingface.co/zai-org/GLM-4.1V-9B-Thinking")

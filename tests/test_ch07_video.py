@@ -26,8 +26,7 @@ import torch
 import torch.nn.functional as F
 
 import minglm4v
-from minglm4v import video as V
-from minglm4v import video_io as VIO
+from minglm4v import video, video_io
 from minglm4v.chat import render_chat
 from minglm4v.errors import ProcessorError
 from minglm4v.patchify import IMAGE_MEAN, IMAGE_STD, unpatchify
@@ -71,18 +70,18 @@ def ask(*videos, question="Which way does the ball move?"):
     (400, 1, list(range(400)), list(range(0, 400, 2))),
 ])
 def test_sampling_by_hand(total, fps, indices, seconds):
-    got = V.sample_indices(total, fps)
+    got = video.sample_indices(total, fps)
     assert got == indices
-    assert [int(s) for s in V.patch_timestamps(got, fps)] == seconds
+    assert [int(s) for s in video.patch_timestamps(got, fps)] == seconds
 
 
 def test_long_clip_by_hand():
     """400 s at 30 fps = 12 000 frames: 600 frames at 600 evenly spaced times 0 .. 400 s (step 400/599 s)."""
-    idx = V.sample_indices(12000, 30)
+    idx = video.sample_indices(12000, 30)
     assert len(idx) == 600 == len(set(idx))
     # i * 400/599 s * 30 fps, rounded up: 0, 20.03 -> 21, 40.07 -> 41, ..., 11979.97 -> 11980, 12000 -> last frame
     assert idx[:4] == [0, 21, 41, 61] and idx[-2:] == [11980, 11999]
-    secs = [int(s) for s in V.patch_timestamps(idx, 30)]
+    secs = [int(s) for s in video.patch_timestamps(idx, 30)]
     assert len(secs) == 300 and secs[:4] == [0, 1, 2, 4] and secs[-1] == 399  # 4.0067 s -> 4; 399.33 s -> 399
 
 
@@ -102,14 +101,14 @@ def transformers_indices(total: int, fps: float) -> list[int]:
                                           (0.2, 30), (7, 12.5), (3.3, 24), (900, 1)])
 def test_sampling_matches_transformers(seconds, fps):
     total = max(1, round(seconds * fps))
-    assert V.sample_indices(total, fps) == transformers_indices(total, fps)
+    assert video.sample_indices(total, fps) == transformers_indices(total, fps)
 
 
 def test_sampling_bad_metadata():
-    with pytest.raises(V.VideoError, match="at least one frame"):
-        V.sample_indices(0, 30)
-    with pytest.raises(V.VideoError, match="positive number"):
-        V.sample_indices(10, 0)
+    with pytest.raises(video.VideoError, match="at least one frame"):
+        video.sample_indices(0, 30)
+    with pytest.raises(video.VideoError, match="positive number"):
+        video.sample_indices(10, 0)
 
 
 # ---------------------------------------------------------------------- sizes: the shared pixel budget
@@ -121,7 +120,7 @@ def test_sampling_bad_metadata():
     (12, (144, 192), (140, 196), 35),  # data/shapes.mp4
 ])
 def test_video_size_by_hand(frames, hw, size, tokens_per_pair):
-    h, w = V.video_size(frames, *hw)
+    h, w = video.video_size(frames, *hw)
     assert (h, w) == size
     assert (h // 28) * (w // 28) == tokens_per_pair
 
@@ -137,14 +136,15 @@ def webm(tmp_path_factory):
 def test_probe_mp4_and_webm(data_dir, webm):
     import av
 
-    assert VIO.probe(data_dir / "shapes.mp4") == VIO.VideoInfo(fps=12.0, total_frames=72, height=144, width=192)
+    want = video_io.VideoInfo(fps=12.0, total_frames=72, height=144, width=192)
+    assert video_io.probe(data_dir / "shapes.mp4") == want
     with av.open(str(webm)) as c:
         assert c.streams.video[0].frames == 0  # WebM does not say: counted by decoding
-    assert VIO.probe(webm) == VIO.VideoInfo(fps=12.0, total_frames=72, height=144, width=192)
+    assert video_io.probe(webm) == video_io.VideoInfo(fps=12.0, total_frames=72, height=144, width=192)
 
 
 def test_decoded_frames_are_the_drawn_frames(data_dir, webm):
-    mp4, vp9 = V.load_video(data_dir / "shapes.mp4"), V.load_video(webm)
+    mp4, vp9 = video.load_video(data_dir / "shapes.mp4"), video.load_video(webm)
     assert mp4.indices == vp9.indices == list(range(0, 72, 6))
     assert mp4.timestamps == [i / 2 for i in range(12)]
     drawn = np.stack([make_video.frame(i) for i in mp4.indices]).astype(np.int16)
@@ -155,9 +155,9 @@ def test_decoded_frames_are_the_drawn_frames(data_dir, webm):
 
 def test_frames_list_and_file_agree(data_dir):
     """All 72 decoded frames handed over with their fps give the file's sample, pixels and grid."""
-    every = VIO.read_frames(data_dir / "shapes.mp4", range(72))
-    a = V.preprocess_videos([data_dir / "shapes.mp4"])
-    b = V.preprocess_videos([V.from_frames(list(every), fps=12)])  # a list of (H, W, 3) frames
+    every = video_io.read_frames(data_dir / "shapes.mp4", range(72))
+    a = video.preprocess_videos([data_dir / "shapes.mp4"])
+    b = video.preprocess_videos([video.from_frames(list(every), fps=12)])  # a list of (H, W, 3) frames
     assert a.frame_indices == b.frame_indices == [list(range(0, 72, 6))]
     assert a.timestamps == b.timestamps == [[0.0, 1.0, 2.0, 3.0, 4.0, 5.0]]
     assert a.video_grid_thw.tolist() == b.video_grid_thw.tolist() == [[6, 10, 14]]
@@ -166,7 +166,7 @@ def test_frames_list_and_file_agree(data_dir):
 
 def test_resize_and_normalise():
     frames = clip(4, 50, 70, seed=1)
-    got = VIO.resize_frames(frames, 28, 56)  # (T, 3, h, w) uint8
+    got = video_io.resize_frames(frames, 28, 56)  # (T, 3, h, w) uint8
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
     # torchvision's CPU path for uint8 + BICUBIC: torch's native uint8 kernel (not float-then-round)
     want = F.interpolate(x, size=(28, 56), mode="bicubic", align_corners=False, antialias=True)
@@ -174,29 +174,29 @@ def test_resize_and_normalise():
     via_float = F.interpolate(x.float(), size=(28, 56), mode="bicubic", align_corners=False, antialias=True)
     assert not torch.equal(got, via_float.round().clamp(0, 255).to(torch.uint8))  # the two paths really differ
     flat = np.full((2, 40, 40, 3), 77, np.uint8)
-    assert torch.equal(VIO.resize_frames(flat, 28, 28), torch.full((2, 3, 28, 28), 77, dtype=torch.uint8))
-    norm = V.normalize_frames(got)
+    assert torch.equal(video_io.resize_frames(flat, 28, 28), torch.full((2, 3, 28, 28), 77, dtype=torch.uint8))
+    norm = video.normalize_frames(got)
     m, s = torch.tensor(IMAGE_MEAN) * 255, torch.tensor(IMAGE_STD) * 255
     assert torch.equal(norm, (got.float() - m.view(1, 3, 1, 1)) / s.view(1, 3, 1, 1))
 
 
 def test_temporal_patches_hold_consecutive_pairs():
     """Patch k's rows hold frames 2k and 2k+1 (channel, time, y, x); unpatchify gives the resized frames back."""
-    v = V.from_frames(clip(9, 56, 84, seed=2), fps=4)  # 2.25 s at 4 fps: frames 0, 2, 4, 6 -> 2 patches
+    v = video.from_frames(clip(9, 56, 84, seed=2), fps=4)  # 2.25 s at 4 fps: frames 0, 2, 4, 6 -> 2 patches
     assert v.indices == [0, 2, 4, 6]
-    out = V.preprocess_videos([v])
+    out = video.preprocess_videos([v])
     assert out.video_grid_thw.tolist() == [[2, 4, 6]] and out.pixel_values_videos.shape == (48, 1176)
     back = unpatchify(out.pixel_values_videos, [2, 4, 6])  # (4, 56, 84, 3) uint8
-    assert np.array_equal(back, VIO.resize_frames(v.frames, 56, 84).permute(0, 2, 3, 1).numpy())
+    assert np.array_equal(back, video_io.resize_frames(v.frames, 56, 84).permute(0, 2, 3, 1).numpy())
     row = out.pixel_values_videos[24].view(3, 2, 14, 14)  # first row of patch 1: frames 2 and 3 of the sample
     assert not torch.equal(row[:, 0], row[:, 1])
 
 
 def test_frame_blocks_text():
-    assert V.frame_blocks_text([2, 2, 4], [0.4, 1.9]) == ("<|begin_of_image|><|image|><|image|><|end_of_image|>0"
+    assert video.frame_blocks_text([2, 2, 4], [0.4, 1.9]) == ("<|begin_of_image|><|image|><|image|><|end_of_image|>0"
                                                          "<|begin_of_image|><|image|><|image|><|end_of_image|>1")
-    with pytest.raises(V.VideoError, match="one per temporal patch"):
-        V.frame_blocks_text([2, 2, 4], [0.0])
+    with pytest.raises(video.VideoError, match="one per temporal patch"):
+        video.frame_blocks_text([2, 2, 4], [0.0])
 
 
 # ---------------------------------------------------------------------- prompts vs transformers' Glm4vProcessor
@@ -298,7 +298,7 @@ def test_position_ids_of_a_video_prompt_by_hand(tiny_processor_dir, tiny_config)
     from minglm4v.mrope import get_rope_index
 
     proc = load_processor(tiny_processor_dir)
-    v = V.from_frames(clip(8, 56, 56, seed=5), fps=4)  # 2 s: frames 0, 2, 4, 6 -> 2 patches of 2 x 2 merged
+    v = video.from_frames(clip(8, 56, 56, seed=5), fps=4)  # 2 s: frames 0, 2, 4, 6 -> 2 patches of 2 x 2 merged
     inputs = proc.apply_chat_template([{"role": "user", "content": [{"type": "video", "video": v}]}])
     ids = inputs["input_ids"]
     assert inputs["video_grid_thw"].tolist() == [[2, 4, 4]]
@@ -397,22 +397,22 @@ def test_settings_change_the_sampling(tiny_processor_dir, tmp_path, data_dir):
 # ---------------------------------------------------------------------- bad input
 
 def test_bad_files(tmp_path, data_dir):
-    with pytest.raises(V.VideoError, match="not found"):
-        VIO.probe(tmp_path / "nope.mp4")
+    with pytest.raises(video.VideoError, match="not found"):
+        video_io.probe(tmp_path / "nope.mp4")
     (tmp_path / "notes.mp4").write_text("hello, not a video\n" * 20)
-    with pytest.raises(V.VideoError, match="cannot open .*notes.mp4 as a video"):
-        V.load_video(tmp_path / "notes.mp4")
+    with pytest.raises(video.VideoError, match="cannot open .*notes.mp4 as a video"):
+        video.load_video(tmp_path / "notes.mp4")
     data = (data_dir / "shapes.mp4").read_bytes()
     (tmp_path / "cut.mp4").write_bytes(data[:len(data) // 2])  # index at the end: cannot even open
-    with pytest.raises(V.VideoError, match="cut.mp4"):
-        V.load_video(tmp_path / "cut.mp4")
+    with pytest.raises(video.VideoError, match="cut.mp4"):
+        video.load_video(tmp_path / "cut.mp4")
     noisy = bytearray(data)
     noisy[2000:8000] = np.random.default_rng(0).integers(0, 256, 6000, dtype=np.uint8).tobytes()
     (tmp_path / "noisy.mp4").write_bytes(bytes(noisy))
-    with pytest.raises(V.VideoError, match="noisy.mp4: the video stream is corrupt after"):
-        V.load_video(tmp_path / "noisy.mp4")
-    with pytest.raises(V.VideoError, match="not found"):
-        V.preprocess_videos([tmp_path / "gone.webm"])
+    with pytest.raises(video.VideoError, match="noisy.mp4: the video stream is corrupt after"):
+        video.load_video(tmp_path / "noisy.mp4")
+    with pytest.raises(video.VideoError, match="not found"):
+        video.preprocess_videos([tmp_path / "gone.webm"])
 
 
 def test_frameless_and_streamless_files(tmp_path):
@@ -421,16 +421,16 @@ def test_frameless_and_streamless_files(tmp_path):
     full = make_video.write(tmp_path / "short.webm", "libvpx-vp9", width=64, height=48, seconds=1).read_bytes()
     cluster = full.find(bytes.fromhex("1F43B675"))  # the first block of frames: keep the header only
     (tmp_path / "empty.webm").write_bytes(full[:cluster + 8])
-    with pytest.raises(V.VideoError, match="empty.webm: the video stream has no frames"):
-        VIO.probe(tmp_path / "empty.webm")
+    with pytest.raises(video.VideoError, match="empty.webm: the video stream has no frames"):
+        video_io.probe(tmp_path / "empty.webm")
     with av.open(str(tmp_path / "sound.mp4"), "w") as out:  # audio only
         s = out.add_stream("aac", rate=8000)
         frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
         frame.sample_rate = 8000
         for packet in [*s.encode(frame), *s.encode()]:
             out.mux(packet)
-    with pytest.raises(V.VideoError, match="no video stream .*'audio'"):
-        VIO.probe(tmp_path / "sound.mp4")
+    with pytest.raises(video.VideoError, match="no video stream .*'audio'"):
+        video_io.probe(tmp_path / "sound.mp4")
 
 
 def test_truncated_stream_with_index_up_front(tmp_path):
@@ -450,24 +450,24 @@ def test_truncated_stream_with_index_up_front(tmp_path):
             out.mux(packet)
     data = path.read_bytes()
     (tmp_path / "fs_cut.mp4").write_bytes(data[:len(data) * 2 // 3])
-    assert VIO.probe(tmp_path / "fs_cut.mp4").total_frames == 72  # the index still says 72
-    with pytest.raises(V.VideoError, match="fs_cut.mp4: .*(corrupt|could not be decoded)"):
-        V.load_video(tmp_path / "fs_cut.mp4")
+    assert video_io.probe(tmp_path / "fs_cut.mp4").total_frames == 72  # the index still says 72
+    with pytest.raises(video.VideoError, match="fs_cut.mp4: .*(corrupt|could not be decoded)"):
+        video.load_video(tmp_path / "fs_cut.mp4")
 
 
 def test_bad_video_items(tiny_processor_dir, data_dir):
     proc = load_processor(tiny_processor_dir)
-    with pytest.raises(V.VideoError, match="needs their frame rate"):
+    with pytest.raises(video.VideoError, match="needs their frame rate"):
         proc.apply_chat_template(ask(clip(4, 30, 30, 0)))
-    with pytest.raises(V.VideoError, match="share one size"):
+    with pytest.raises(video.VideoError, match="share one size"):
         proc.apply_chat_template(ask({"type": "video", "video": [clip(1, 30, 30, 0)[0], clip(1, 40, 30, 0)[0]],
                                       "fps": 2}))
-    with pytest.raises(V.VideoError, match="does not download"):
+    with pytest.raises(video.VideoError, match="does not download"):
         proc.apply_chat_template(ask("https://example.com/a.mp4"))
-    with pytest.raises(V.VideoError, match="video item holds a int"):
+    with pytest.raises(video.VideoError, match="video item holds a int"):
         proc.apply_chat_template(ask({"type": "video", "video": 3}))
-    with pytest.raises(V.VideoError, match=r"\(T, H, W, 3\) uint8"):
-        V.from_frames(np.zeros((4, 30, 30, 3), np.float32), fps=2)
+    with pytest.raises(video.VideoError, match=r"\(T, H, W, 3\) uint8"):
+        video.from_frames(np.zeros((4, 30, 30, 3), np.float32), fps=2)
 
 
 def test_images_and_videos_together_are_refused(tiny_processor_dir, data_dir):

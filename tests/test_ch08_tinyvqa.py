@@ -13,17 +13,17 @@ import numpy as np
 import pytest
 import torch
 
-from minglm4v import tinyvqa as T
+from minglm4v import tinyvqa, tinyvqa_eval
 from minglm4v.chat import render_chat, render_with_template
 from minglm4v.train import CHAT_TEMPLATE, TEST_SEED
 
-FOLDER = T.CHECKPOINT
+FOLDER = tinyvqa.CHECKPOINT
 
 
 @pytest.fixture(scope="module")
 def ours():
     torch.manual_seed(0)
-    return T.load(str(FOLDER))  # (model, processor)
+    return tinyvqa_eval.load(str(FOLDER))  # (model, processor)
 
 
 @pytest.fixture(scope="module")
@@ -35,22 +35,23 @@ def hf_model():
 
 @pytest.fixture(scope="module")
 def test_set():
-    return T.examples(TEST_SEED, 50 * len(T.IMAGE_KINDS))  # 50 per kind, the set the training report uses
+    return tinyvqa.examples(TEST_SEED, 50 * len(tinyvqa.IMAGE_KINDS))  # 50 per kind, the set the training report uses
 
 
 # ---------------------------------------------------------------------- the task
 
 def test_generator_is_deterministic():
-    a, b = T.examples(7, 24, T.IMAGE_KINDS + T.VIDEO_KINDS), T.examples(7, 24, T.IMAGE_KINDS + T.VIDEO_KINDS)
+    kinds = tinyvqa.IMAGE_KINDS + tinyvqa.VIDEO_KINDS
+    a, b = tinyvqa.examples(7, 24, kinds), tinyvqa.examples(7, 24, kinds)
     for x, y in zip(a, b):
         assert (x.kind, x.question, x.answer, x.things) == (y.kind, y.question, y.answer, y.things)
         pics = lambda e: [np.asarray(f) for f in ([e.image] if e.image is not None else e.frames)]  # noqa: E731
         assert all(np.array_equal(p, q) for p, q in zip(pics(x), pics(y)))
-    assert [e.question for e in T.examples(8, 24)] != [e.question for e in a]
+    assert [e.question for e in tinyvqa.examples(8, 24)] != [e.question for e in a]
 
 
 def test_answers_follow_the_scene():
-    for e in T.examples(3, 120):
+    for e in tinyvqa.examples(3, 120):
         if e.kind == "count":
             assert e.answer == str(len(e.things))
         elif e.kind == "exists":
@@ -59,25 +60,26 @@ def test_answers_follow_the_scene():
         elif e.kind == "leftright":
             name = e.question.removeprefix("Is the ").removesuffix(" left or right of the centre?")
             t = next(t for t in e.things if t.name == name)
-            assert e.answer == ("left" if t.x < T.SIZE // 2 else "right") and abs(t.x - T.SIZE // 2) >= T.GAP
+            half = tinyvqa.SIZE // 2
+            assert e.answer == ("left" if t.x < half else "right") and abs(t.x - half) >= tinyvqa.GAP
         if e.kind != "motion":  # one shape per cell of the 3 x 3 token grid
             cells = [(t.y // 28, t.x // 28) for t in e.things]
             assert len(set(cells)) == len(cells)
-        assert e.image.size == (T.SIZE, T.SIZE)
-    v = T.video_example(np.random.default_rng(0))
-    assert len(v.frames) == T.VIDEO_FRAMES and v.answer in T.DIRECTIONS
+        assert e.image.size == (tinyvqa.SIZE, tinyvqa.SIZE)
+    v = tinyvqa.video_example(np.random.default_rng(0))
+    assert len(v.frames) == tinyvqa.VIDEO_FRAMES and v.answer in tinyvqa.DIRECTIONS
 
 
 def test_bad_kind_is_refused():
-    with pytest.raises(T.TaskError, match="unknown question kinds"):
-        T.examples(0, 3, ["colour", "size"])
+    with pytest.raises(tinyvqa.TaskError, match="unknown question kinds"):
+        tinyvqa.examples(0, 3, ["colour", "size"])
 
 
 def test_labels_cover_only_the_answer(ours):
     _, proc = ours
-    exs = T.examples(1, 4)
-    b = T.batch(proc, exs)
-    stop = proc.tokenizer.token_to_id(T.STOP)
+    exs = tinyvqa.examples(1, 4)
+    b = tinyvqa.batch(proc, exs)
+    stop = proc.tokenizer.token_to_id(tinyvqa.STOP)
     for ids, labels, e in zip(b["input_ids"], b["labels"], exs):
         targets = labels[labels != -100].tolist()
         assert targets == proc.tokenizer.encode(e.answer) + [stop]
@@ -104,7 +106,7 @@ def test_special_ids_match_the_tokenizer(ours):
                          ("image_start_token_id", "<|begin_of_image|>"), ("image_end_token_id", "<|end_of_image|>"),
                          ("video_start_token_id", "<|begin_of_video|>"), ("video_end_token_id", "<|end_of_video|>")]:
         assert getattr(c, field) == tok.token_to_id(token), field
-    assert list(c.text_config.eos_token_id) == [tok.token_to_id("<|endoftext|>"), tok.token_to_id(T.STOP)]
+    assert list(c.text_config.eos_token_id) == [tok.token_to_id("<|endoftext|>"), tok.token_to_id(tinyvqa.STOP)]
     assert tok.vocab_size <= c.text_config.vocab_size
 
 
@@ -138,7 +140,7 @@ def test_transformers_reads_the_processor_files(ours):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         image_proc = transformers.Glm4vImageProcessorPil.from_pretrained(FOLDER)
-    exs = T.examples(11, 6)
+    exs = tinyvqa.examples(11, 6)
     for e in exs:
         text = tok.apply_chat_template(e.conversation(), tokenize=False, add_generation_prompt=True)
         assert text == render_chat(e.conversation())
@@ -168,7 +170,7 @@ def _hf_generate(hf_model, inputs, video: bool):
 @pytest.mark.parametrize("video", [False, True], ids=["images", "videos"])
 def test_greedy_answers_equal_transformers(ours, hf_model, video):
     model, proc = ours
-    exs = T.examples(12, 8, T.VIDEO_KINDS if video else T.IMAGE_KINDS)
+    exs = tinyvqa.examples(12, 8, tinyvqa.VIDEO_KINDS if video else tinyvqa.IMAGE_KINDS)
     inputs = proc.apply_chat_template([e.conversation() for e in exs])
     got = model.generate(**inputs, max_new_tokens=6)
     want = _hf_generate(hf_model, inputs, video)
@@ -181,26 +183,26 @@ def test_held_out_accuracy(ours, test_set):
     """>= 95% of held-out image questions answered exactly (300: 50 per kind, a seed never used in training);
     the per-kind numbers are printed (pytest -s) and reported in data/tiny-glm4v/training_log.json."""
     model, proc = ours
-    acc = T.accuracy(model, proc, test_set)
+    acc = tinyvqa_eval.accuracy(model, proc, test_set)
     print("held-out accuracy", {k: round(v, 3) for k, v in acc.items()})
-    assert set(acc) == set(T.IMAGE_KINDS) | {"all"}
+    assert set(acc) == set(tinyvqa.IMAGE_KINDS) | {"all"}
     assert acc["all"] >= 0.95, acc
 
 
 def test_answer_one_question(data_dir):
-    e = T.examples(5, 1, ["colour"])[0]
-    assert T.answer(e.image, e.question) == e.answer
-    with pytest.raises(T.TaskError, match="non-empty"):
-        T.answer(e.image, "  ")
+    e = tinyvqa.examples(5, 1, ["colour"])[0]
+    assert tinyvqa_eval.answer(e.image, e.question) == e.answer
+    with pytest.raises(tinyvqa.TaskError, match="non-empty"):
+        tinyvqa_eval.answer(e.image, "  ")
     path = data_dir / "scene.png"  # a red circle top left, a blue square top right, a yellow triangle bottom middle
-    assert T.answer(path, "How many shapes are there?") == "3"
-    assert T.answer(path, "What colour is the triangle?") == "yellow"
+    assert tinyvqa_eval.answer(path, "How many shapes are there?") == "3"
+    assert tinyvqa_eval.answer(path, "What colour is the triangle?") == "yellow"
 
 
 @pytest.mark.parametrize("kind", ["exists", "colour", "shape", "abovebelow"])
 def test_every_label_is_true_of_its_scene(kind):
     """Hundreds of questions of one kind: each answer is what the scene says (a wrong label is a training bug)."""
-    for e in T.examples(0, 400, [kind]):
+    for e in tinyvqa.examples(0, 400, [kind]):
         if kind == "exists":
             asked = e.question.removeprefix("Is there a ").removesuffix("?")
             assert e.answer == ("yes" if any(f"{t.colour} {t.shape}" == asked for t in e.things) else "no"), e
@@ -213,4 +215,5 @@ def test_every_label_is_true_of_its_scene(kind):
         else:
             name = e.question.removeprefix("Is the ").removesuffix(" above or below the centre?")
             t = next(t for t in e.things if t.name == name)
-            assert e.answer == ("above" if t.y < T.SIZE // 2 else "below") and abs(t.y - T.SIZE // 2) >= T.GAP
+            half = tinyvqa.SIZE // 2
+            assert e.answer == ("above" if t.y < half else "below") and abs(t.y - half) >= tinyvqa.GAP

@@ -16,8 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from minglm4v import tinyvqa as T
-from minglm4v import weights
+from minglm4v import tinyvqa, tinyvqa_eval, weights
 from minglm4v.checkpoint import iter_checkpoint, read_checkpoint
 from minglm4v.errors import CheckpointError, QuantError
 from minglm4v.fast import decode_step, generate_static
@@ -36,7 +35,7 @@ from minglm4v.quant_math import (
 )
 from minglm4v.train import TEST_SEED
 
-CKPT = T.CHECKPOINT  # data/tiny-glm4v: float32, text width 128, 3 layers, vocabulary 384
+CKPT = tinyvqa.CHECKPOINT  # data/tiny-glm4v: float32, text width 128, 3 layers, vocabulary 384
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -379,7 +378,7 @@ def test_from_pretrained_quantizes_while_loading(tmp_path):
 def test_generate_static_and_compiled_step_on_a_quantized_model(scheme, dtype):
     model = weights.load(CKPT, dtype=dtype, quantize=scheme, group_size=_group(scheme, 128))
     proc = load_processor(CKPT)
-    e = T.examples(TEST_SEED, 1, ["colour"])[0]
+    e = tinyvqa.examples(TEST_SEED, 1, ["colour"])[0]
     inputs = proc.apply_chat_template([e.conversation()])
     kw = dict(max_new_tokens=6, do_sample=False, eos_token_id=[383], pad_token_id=0)
     eager = generate(model, **inputs, **kw)
@@ -396,15 +395,15 @@ def test_held_out_accuracy_fp32_bf16_int8_int4():
     """The 350 held-out TinyVQA questions (50 per kind, video included): int8 within 0.5 points of fp32, int4
     (groups of 128) within 3 points."""
     proc = load_processor(CKPT)
-    kinds = T.IMAGE_KINDS + T.VIDEO_KINDS
-    exs = T.examples(TEST_SEED, 50 * len(kinds), kinds)
+    kinds = tinyvqa.IMAGE_KINDS + tinyvqa.VIDEO_KINDS
+    exs = tinyvqa.examples(TEST_SEED, 50 * len(kinds), kinds)
     acc = {}
     for name, dtype, scheme in (("fp32", torch.float32, None), ("bf16", torch.bfloat16, None),
                                 ("int8", torch.float32, "int8"), ("int4", torch.float32, "int4")):
         model = weights.load(CKPT, dtype=dtype)
         if scheme:
             quantize_model(model, scheme, 128)
-        acc[name] = T.accuracy(model, proc, exs)["all"]
+        acc[name] = tinyvqa_eval.accuracy(model, proc, exs)["all"]
     assert len(exs) == 350
     assert acc["int8"] >= acc["fp32"] - 0.005, acc
     assert acc["int4"] >= acc["fp32"] - 0.03, acc

@@ -314,10 +314,10 @@ def test_round_trip_of_our_own_files(pair, tmp_path):
 
 def _scene_files(folder, n=6, seed=0):
     """n TinyVQA questions with their scenes saved as PNG files in `folder`; JSONL lines with relative paths."""
-    from minglm4v import tinyvqa as T
+    from minglm4v import tinyvqa
 
     lines = []
-    for i, e in enumerate(T.examples(seed, n)):
+    for i, e in enumerate(tinyvqa.examples(seed, n)):
         e.image.save(folder / f"s{i}.png")
         conv = e.conversation(with_answer=True)
         conv[0]["content"][0] = {"type": "image", "image": f"s{i}.png"}
@@ -326,14 +326,13 @@ def _scene_files(folder, n=6, seed=0):
 
 
 def test_labels_cover_the_answers_only_and_agree_with_tinyvqa():
-    from minglm4v import finetune_data as FD
-    from minglm4v import tinyvqa as T
+    from minglm4v import finetune_data, tinyvqa, tinyvqa_eval
 
-    _, processor = T.load()
-    exs = T.examples(3, 4)
-    convs = [e.conversation(with_answer=True) for e in exs[:3]] + [T.dialogue(exs[3:] + exs[:2])]
-    ours = FD.batch(processor, convs)
-    theirs = T.batch(processor, [exs[0], exs[1], exs[2]] + [[exs[3], exs[0], exs[1]]])  # chapter 08's labelling
+    _, processor = tinyvqa_eval.load()
+    exs = tinyvqa.examples(3, 4)
+    convs = [e.conversation(with_answer=True) for e in exs[:3]] + [tinyvqa.dialogue(exs[3:] + exs[:2])]
+    ours = finetune_data.batch(processor, convs)
+    theirs = tinyvqa.batch(processor, [exs[0], exs[1], exs[2]] + [[exs[3], exs[0], exs[1]]])  # chapter 08's labelling
     assert torch.equal(ours["labels"], theirs["labels"]) and torch.equal(ours["input_ids"], theirs["input_ids"])
     tok = processor.tokenizer
     for b, e in enumerate(exs[:3]):
@@ -343,7 +342,7 @@ def test_labels_cover_the_answers_only_and_agree_with_tinyvqa():
 
 
 def test_malformed_lines_name_their_line_and_the_problem(tmp_path):
-    from minglm4v import finetune_data as FD
+    from minglm4v import finetune_data
 
     good = _scene_files(tmp_path, 3)
     user = {"role": "user", "content": [{"type": "image", "image": "s0.png"}, {"type": "text", "text": "Hi?"}]}
@@ -365,37 +364,37 @@ def test_malformed_lines_name_their_line_and_the_problem(tmp_path):
         path = tmp_path / f"bad{k}.jsonl"
         path.write_text("\n".join(good[:2] + [bad] + good[2:]) + "\n")
         with pytest.raises(DatasetError, match=f"line 3: .*{problem}"):
-            FD.read_jsonl(path)
+            finetune_data.read_jsonl(path)
     ok = tmp_path / "ok.jsonl"
     ok.write_text("\n".join(good) + "\n")
-    convs = FD.read_jsonl(ok)
+    convs = finetune_data.read_jsonl(ok)
     assert len(convs) == 3 and convs[0][0]["content"][0]["image"] == str(tmp_path / "s0.png")
     with pytest.raises(DatasetError, match="not found"):
-        FD.read_jsonl(tmp_path / "nowhere.jsonl")
+        finetune_data.read_jsonl(tmp_path / "nowhere.jsonl")
 
 
 def test_split_is_seeded_and_disjoint():
-    from minglm4v import finetune_data as FD
+    from minglm4v import finetune_data
 
     items = list(range(50))
-    train, held = FD.split(items, 0.1, seed=4)
+    train, held = finetune_data.split(items, 0.1, seed=4)
     assert (len(train), len(held)) == (45, 5) and sorted(train + held) == items
-    assert FD.split(items, 0.1, seed=4) == (train, held) and FD.split(items, 0.1, seed=5) != (train, held)
-    assert FD.split(items, 0.0) == (FD.split(items, 0.0)[0], []) and len(FD.split(items[:3], 0.01)[1]) == 1
+    split = finetune_data.split
+    assert split(items, 0.1, seed=4) == (train, held) and split(items, 0.1, seed=5) != (train, held)
+    assert split(items, 0.0) == (split(items, 0.0)[0], []) and len(split(items[:3], 0.01)[1]) == 1
     with pytest.raises(DatasetError, match="held-out fraction"):
-        FD.split(items, 1.0)
+        finetune_data.split(items, 1.0)
 
 
 def test_cli_writes_adapters_and_checkpoints_and_leaves_the_base_alone(tmp_path, capsys):
-    from minglm4v import finetune as FT
-    from minglm4v import tinyvqa as T
+    from minglm4v import finetune, tinyvqa
 
     data = tmp_path / "train.jsonl"
     data.write_text("\n".join(_scene_files(tmp_path, 8)) + "\n")
     out = tmp_path / "adapter"
-    args = ["--model", str(T.CHECKPOINT), "--data", str(data), "--out", str(out), "--steps", "3",
+    args = ["--model", str(tinyvqa.CHECKPOINT), "--data", str(data), "--out", str(out), "--steps", "3",
             "--batch-size", "2", "--checkpoint-every", "2", "--rank", "2", "--held-out", "0.25"]
-    assert FT.main(args) == 0
+    assert finetune.main(args) == 0
     captured = capsys.readouterr()
     assert captured.err == ""  # progress only on a terminal
     assert "trained 13,824 of" in captured.out and "held-out" in captured.out
@@ -404,16 +403,16 @@ def test_cli_writes_adapters_and_checkpoints_and_leaves_the_base_alone(tmp_path,
     log = json.loads((out / "training_log.json").read_text())
     assert len(log["loss"]) == 3 and log["train_conversations"] == 6 and log["held_out_conversations"] == 2
     assert [s for s, _ in log["held_out_loss"]] == [2, 3]
-    model = minglm4v.load(T.CHECKPOINT)
+    model = minglm4v.load(tinyvqa.CHECKPOINT)
     base = {n: t.clone() for n, t in model.state_dict().items()}
     adapters.load_adapter(model, out)
     lora.merge_and_unload(model)
     changed = [n for n, t in model.state_dict().items() if not torch.equal(t, base[n])]
     assert changed and all(n.split(".")[-2] in lora.TEXT_TARGETS for n in changed)
-    assert FT.main(args) == 2  # never overwrites an adapter
+    assert finetune.main(args) == 2  # never overwrites an adapter
     assert "already holds an adapter" in capsys.readouterr().err
     data.write_text(data.read_text() + '{"messages": []}\n')
-    assert FT.main(args[:5] + [str(tmp_path / "other")] + args[6:]) == 2
+    assert finetune.main(args[:5] + [str(tmp_path / "other")] + args[6:]) == 2
     assert "line 9:" in capsys.readouterr().err
 
 
@@ -439,7 +438,7 @@ def test_progress_line_on_a_terminal_only():
 
 
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(pair):
-    from minglm4v import finetune as FT
+    from minglm4v import finetune
 
     folder, _, _ = pair
     inputs, _ = image_prompt()
@@ -448,8 +447,8 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(pair):
     for checkpointed in (False, True):
         model = fresh(folder, LoraConfig(r=2))
         if checkpointed:
-            assert FT.checkpoint_layers(model) == tiny().text_config.num_hidden_layers
-        loss = FT.loss_of(model, inputs)
+            assert finetune.checkpoint_layers(model) == tiny().text_config.num_hidden_layers
+        loss = finetune.loss_of(model, inputs)
         loss.backward()
         grads.append((loss.detach(), [p.grad.clone() for p in lora.trainable(model)]))
         with torch.no_grad():  # generation (a cache) goes around the checkpoint
@@ -469,39 +468,38 @@ def test_shipped_adapter_in_peft_and_transformers_answers_like_ours():
     import transformers
     from peft import PeftModel
 
-    from minglm4v import tinyvqa as T
+    from minglm4v import tinyvqa, tinyvqa_eval
 
-    sys.path.insert(0, str(T.CHECKPOINT.parent))
-    import make_lora_data as D  # data/make_lora_data.py
+    sys.path.insert(0, str(tinyvqa.CHECKPOINT.parent))
+    import make_lora_data  # data/make_lora_data.py
 
-    exs = D.held_out(seed=31, per_kind=4)
-    ours, processor = minglm4v.load(T.CHECKPOINT), T.load()[1]
-    adapters.load_adapter(ours, T.CHECKPOINT.parent / "tiny-glm4v-lora")
-    hf = transformers.Glm4vForConditionalGeneration.from_pretrained(T.CHECKPOINT).eval()
-    peft_model = PeftModel.from_pretrained(hf, T.CHECKPOINT.parent / "tiny-glm4v-lora").eval()
+    exs = make_lora_data.held_out(seed=31, per_kind=4)
+    ours, processor = minglm4v.load(tinyvqa.CHECKPOINT), tinyvqa_eval.load()[1]
+    adapters.load_adapter(ours, tinyvqa.CHECKPOINT.parent / "tiny-glm4v-lora")
+    hf = transformers.Glm4vForConditionalGeneration.from_pretrained(tinyvqa.CHECKPOINT).eval()
+    peft_model = PeftModel.from_pretrained(hf, tinyvqa.CHECKPOINT.parent / "tiny-glm4v-lora").eval()
     inputs = processor.apply_chat_template([e.conversation() for e in exs])
     assert torch.equal(inputs["mm_token_type_ids"], (inputs["input_ids"] == 9).long())  # 1 on image tokens
     real = inputs["attention_mask"].bool()  # left padding: compare the real positions
     oracle.assert_close(ours(**inputs)[real], peft_model(**inputs).logits[real],
                         atol=ATOL, what="shipped adapter: ours vs peft")
-    assert T.answer_batch(ours, processor, exs) == [e.answer for e in exs]
+    assert tinyvqa_eval.answer_batch(ours, processor, exs) == [e.answer for e in exs]
 
 
 def test_video_lines_are_read_and_labelled(tmp_path, data_dir):
-    from minglm4v import finetune_data as FD
-    from minglm4v import tinyvqa as T
+    from minglm4v import finetune_data, tinyvqa_eval
 
     line = {"messages": [{"role": "user", "content": [{"type": "video", "video": str(data_dir / "shapes.mp4")},
                                                       {"type": "text", "text": "Which way does the red square move?"}]},
                          {"role": "assistant", "content": "right"}]}
     (tmp_path / "v.jsonl").write_text(json.dumps(line) + "\n")
-    convs = FD.read_jsonl(tmp_path / "v.jsonl")
-    processor = T.load()[1]
-    inputs = FD.batch(processor, convs)
+    convs = finetune_data.read_jsonl(tmp_path / "v.jsonl")
+    processor = tinyvqa_eval.load()[1]
+    inputs = finetune_data.batch(processor, convs)
     assert "pixel_values_videos" in inputs and "pixel_values" not in inputs
     tok = processor.tokenizer
     assert inputs["labels"][inputs["labels"] != -100].tolist() == tok.encode("right") + [tok.token_to_id("<|user|>")]
     line["messages"][0]["content"][0]["video"] = "missing.mp4"
     (tmp_path / "v.jsonl").write_text(json.dumps(line) + "\n")
     with pytest.raises(DatasetError, match="line 1: .*video 'missing.mp4': no such file"):
-        FD.read_jsonl(tmp_path / "v.jsonl")
+        finetune_data.read_jsonl(tmp_path / "v.jsonl")

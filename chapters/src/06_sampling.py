@@ -37,7 +37,7 @@ import time
 import matplotlib.pyplot as plt
 import torch
 
-from minglm4v import tinyvqa
+from minglm4v import tinyvqa_eval
 from minglm4v.config import Glm4vConfig, TextConfig, VisionConfig
 from minglm4v.generation import generate, generate_steps, prefill
 from minglm4v.model import Glm4vForConditionalGeneration
@@ -190,7 +190,7 @@ plt.show()
 
 # %%
 # NBVAL_CHECK_OUTPUT
-vqa, vqa_proc = tinyvqa.load()
+vqa, vqa_proc = tinyvqa_eval.load()
 scene = load_image("../data/scene.png")
 question = "What colour is the triangle?"
 conv = [{"role": "user", "content": [{"type": "image", "image": scene}, {"type": "text", "text": question}]}]

@@ -27,7 +27,8 @@
 # ```
 #
 # The shipped checkpoint `data/tiny-glm4v/` came from one command, `python -m minglm4v.train --out data/tiny-glm4v`
-# (about 15 minutes on one CPU core); here we rebuild its ingredients, run a short version of the training loop, and
+# (about 15 minutes on one CPU core; to retrain it in place add `--overwrite`, since the command never overwrites a
+# checkpoint on its own); here we rebuild its ingredients, run a short version of the training loop, and
 # then open the shipped model to see what it learned and **where it looks**.
 
 # %%
@@ -39,7 +40,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from minglm4v import tinyvqa, train
+from minglm4v import tinyvqa, tinyvqa_eval, train
 from minglm4v.weights import build
 
 torch.manual_seed(0)
@@ -227,15 +228,15 @@ plt.show()
 #
 # ## 7. The shipped model
 #
-# `tinyvqa.load()` opens `data/tiny-glm4v/` (a normal checkpoint folder: `minglm4v.load` and transformers'
+# `tinyvqa_eval.load()` opens `data/tiny-glm4v/` (a normal checkpoint folder: `minglm4v.load` and transformers'
 # `from_pretrained` both read it). Accuracy on held-out questions, with a seed never used in training, computed now
 # and beside it the accuracy the training run saved in its log; the last line names the weakest kind:
 
 # %%
 # NBVAL_CHECK_OUTPUT
-model, proc = tinyvqa.load()
+model, proc = tinyvqa_eval.load()
 test = tinyvqa.examples(train.TEST_SEED, 50 * 7, tinyvqa.IMAGE_KINDS + tinyvqa.VIDEO_KINDS)
-acc = tinyvqa.accuracy(model, proc, test)
+acc = tinyvqa_eval.accuracy(model, proc, test)
 print(f"{'kind':11s} {'now':>5} {'log':>5}")
 for k, v in acc.items():
     print(f"{k:11s} {v:5.2f} {shipped['test_accuracy'][k]:5.2f}")
@@ -249,14 +250,14 @@ questions = ["How many shapes are there?", "What colour is the triangle?", "What
              "Is the blue square left or right of the centre?", "Is the yellow triangle above or below the centre?",
              "Is there a green square?", "Is there a red circle?"]
 for q in questions:
-    print(f"{q:58s} {tinyvqa.answer(scene, q)}")
+    print(f"{q:58s} {tinyvqa_eval.answer(scene, q)}")
 
 
 # %% [markdown]
 # ## 8. Where does it look?
 #
 # The decoder position that predicts the first answer token is the last prompt token (the `\n` after
-# `<|assistant|>`). `tinyvqa.answer_attention` recomputes its attention weights in every layer from the layer's own
+# `<|assistant|>`). `tinyvqa_eval.answer_attention` recomputes its attention weights in every layer from the layer's own
 # q and k (forward pre-hooks; the decoder uses `scaled_dot_product_attention`, which never shows the weights). The
 # weights on the 9 `<|image|>` positions, in the order of the 3 x 3 merged grid, are drawn back over the image, all
 # panels on one colour scale. The cell also prints, per layer, the share of the weight that goes to the image at all,
@@ -270,7 +271,7 @@ cell_object = [" ".join(tinyvqa.PAIRS[k]) if k < len(tinyvqa.PAIRS) else "empty"
 
 def image_heat(conv, layer):
     inputs = proc.apply_chat_template([conv])
-    att = tinyvqa.answer_attention(model, inputs)[layer, 0].mean(0)  # (L,) averaged over heads
+    att = tinyvqa_eval.answer_attention(model, inputs)[layer, 0].mean(0)  # (L,) averaged over heads
     slots = inputs["input_ids"][0] == model.config.image_token_id
     gh, gw = (inputs["image_grid_thw"][0, 1:] // 2).tolist()
     return att[slots].view(gh, gw), att[slots].sum().item()
@@ -282,7 +283,7 @@ heats = {}
 for im, q in asks:
     conv = [{"role": "user", "content": [{"type": "image", "image": im}, {"type": "text", "text": q}]}]
     heats[q] = [image_heat(conv, layer) for layer in range(n_layers)]
-    print(f"{q:28s} -> {tinyvqa.answer(im, q)}")
+    print(f"{q:28s} -> {tinyvqa_eval.answer(im, q)}")
     for layer, (heat, share) in enumerate(heats[q]):
         cell = int(heat.argmax())
         print(f"    layer {layer}: {share:4.0%} on the image, hottest cell {divmod(cell, 3)} = {cell_object[cell]}")

@@ -32,7 +32,7 @@ import torch
 from matplotlib.patches import Patch
 from torch import nn
 
-from minglm4v import glm41v_9b, tinyvqa, weights
+from minglm4v import glm41v_9b, tinyvqa, tinyvqa_eval, weights
 from minglm4v.cache import kv_bytes_per_token
 from minglm4v.processor import load_processor
 from minglm4v.quant import QuantLinear, model_bytes, prepare, quantize_model
@@ -257,7 +257,7 @@ for name, dtype, scheme in (("fp32", torch.float32, None), ("bf16", torch.bfloat
     m = weights.load(CKPT, dtype=dtype)
     if scheme:
         quantize_model(m, scheme, 128)
-    acc[name] = tinyvqa.accuracy(m, proc, exs)
+    acc[name] = tinyvqa_eval.accuracy(m, proc, exs)
 print(f"{'':6s}" + " ".join(f"{k[:8]:>9s}" for k in list(kinds) + ["all"]))
 for name, a in acc.items():
     print(f"{name:6s}" + " ".join(f"{a[k]:9.3f}" for k in list(kinds) + ["all"]))

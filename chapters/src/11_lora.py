@@ -35,21 +35,19 @@ import numpy as np
 import torch
 
 import minglm4v
-from minglm4v import adapters, lora
-from minglm4v import finetune as FT
-from minglm4v import tinyvqa as T
+from minglm4v import adapters, finetune, lora, tinyvqa, tinyvqa_eval
 from minglm4v.processor import load_processor
 from minglm4v.train import TEST_SEED
 
 sys.path.insert(0, "../data")
-import make_lora_data as D  # noqa: E402  (data/make_lora_data.py: the teaching set of this chapter)
+import make_lora_data  # noqa: E402  (data/make_lora_data.py: the teaching set of this chapter)
 
 torch.manual_seed(0)
 torch.set_num_threads(1)  # small models: one thread is quickest on a busy CPU
 ADAPTER = Path("../data/tiny-glm4v-lora")
-base = minglm4v.load(T.CHECKPOINT)
-processor = load_processor(T.CHECKPOINT)
-print("base model:", T.CHECKPOINT.name, f"{sum(p.numel() for p in base.parameters()):,} parameters")
+base = minglm4v.load(tinyvqa.CHECKPOINT)
+processor = load_processor(tinyvqa.CHECKPOINT)
+print("base model:", tinyvqa.CHECKPOINT.name, f"{sum(p.numel() for p in base.parameters()):,} parameters")
 
 # %% [markdown]
 # ## 1. The failure
@@ -60,10 +58,10 @@ print("base model:", T.CHECKPOINT.name, f"{sum(p.numel() for p in base.parameter
 # %%
 # NBVAL_CHECK_OUTPUT
 rng = np.random.default_rng(12)
-scenes = [D.example(rng, "the shape") for _ in range(12)]
+scenes = [make_lora_data.example(rng, "the shape") for _ in range(12)]
 for e in scenes:
     e.question = "What color is the shape?"
-said = T.answer_batch(base, processor, scenes)
+said = tinyvqa_eval.answer_batch(base, processor, scenes)
 print("answers:", said)
 print(f"right: {sum(s == e.answer for s, e in zip(said, scenes))} of {len(scenes)}")
 
@@ -72,7 +70,7 @@ print(f"right: {sum(s == e.answer for s, e in zip(said, scenes))} of {len(scenes
 def show_scenes(exs, answers, title):
     fig, axes = plt.subplots(2, 6, figsize=(10, 3.9), dpi=100)
     for k, (ax, e, a) in enumerate(zip(axes.flat, exs, answers)):
-        ax.imshow(e.image, extent=(0, T.SIZE, T.SIZE, 0))
+        ax.imshow(e.image, extent=(0, tinyvqa.SIZE, tinyvqa.SIZE, 0))
         ax.set_title(f"said {a!r}", color="green" if a == e.answer else "red", fontsize=9)
         ax.set_xticks([0, 42, 84])
         ax.set_yticks([0, 42, 84])
@@ -115,7 +113,7 @@ for q in ("What colour is the circle?", "What color is the shape?", "Which colou
 
 # %%
 # NBVAL_CHECK_OUTPUT
-model = minglm4v.load(T.CHECKPOINT)
+model = minglm4v.load(tinyvqa.CHECKPOINT)
 config = lora.LoraConfig(r=8, alpha=16.0)
 paths = lora.add_lora(model, config)
 print(len(paths), "layers adapted, e.g.", paths[0], "and", paths[5])
@@ -139,8 +137,8 @@ with torch.no_grad():
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print("training mix:", D.MIX)
-for e in D.mixed(np.random.default_rng(3), 6):
+print("training mix:", make_lora_data.MIX)
+for e in make_lora_data.mixed(np.random.default_rng(3), 6):
     print(f"  {e.kind:10s} {e.question:36s} -> {e.answer}")
 
 # %% [markdown]
@@ -150,8 +148,8 @@ for e in D.mixed(np.random.default_rng(3), 6):
 # old questions. The prompts are built once and reused for every model below.
 
 # %%
-held_new = D.held_out(seed=7, per_kind=40)
-held_old = T.examples(TEST_SEED, 180, T.IMAGE_KINDS)
+held_new = make_lora_data.held_out(seed=7, per_kind=40)
+held_old = tinyvqa.examples(TEST_SEED, 180, tinyvqa.IMAGE_KINDS)
 
 
 def prepare(exs, size=60):
@@ -206,13 +204,14 @@ print("adapter files:", sorted(p.name for p in ADAPTER.iterdir()),
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-live = minglm4v.load(T.CHECKPOINT)
-probe = [e.conversation(with_answer=True) for e in D.held_out(seed=99, per_kind=8)]  # 24 new-kind questions
-probe_before = FT.held_out_loss(live, processor, probe, batch_size=24)
+live = minglm4v.load(tinyvqa.CHECKPOINT)
+# 24 questions of the new kinds
+probe = [e.conversation(with_answer=True) for e in make_lora_data.held_out(seed=99, per_kind=8)]
+probe_before = finetune.held_out_loss(live, processor, probe, batch_size=24)
 t0 = time.perf_counter()
-hist = FT.finetune(live, processor, [], probe, config=config, steps=30, batch_size=8, lr=2e-3, quiet=True,
+hist = finetune.finetune(live, processor, [], probe, config=config, steps=30, batch_size=8, lr=2e-3, quiet=True,
                    checkpoint_every=10,
-                   sample=lambda rng, b: [e.conversation(with_answer=True) for e in D.mixed(rng, b)])
+                   sample=lambda rng, b: [e.conversation(with_answer=True) for e in make_lora_data.mixed(rng, b)])
 print(f"live run: 30 steps of 8 in {time.perf_counter() - t0:.1f} s; loss on 24 held-out new-kind questions "
       f"{probe_before:.3f} before, then", ", ".join(f"{loss:.3f} at step {s}" for s, loss in hist.held_out))
 
@@ -241,7 +240,7 @@ plt.show()
 # and wraps the same layers again:
 
 # %%
-tuned = minglm4v.load(T.CHECKPOINT)
+tuned = minglm4v.load(tinyvqa.CHECKPOINT)
 adapters.load_adapter(tuned, ADAPTER)
 after = {"new": accuracy(tuned, prep_new), "old": accuracy(tuned, prep_old)}
 
@@ -251,11 +250,11 @@ for part, acc in after.items():
     print(f"after, {part} held-out: ", {k: round(v, 3) for k, v in acc.items()})
 print(f"target new forms >= 95%: {after['new']['all']:.1%}  met: {after['new']['all'] >= 0.95}")
 print(f"target old held-out >= 99%: {after['old']['all']:.1%}  met: {after['old']['all'] >= 0.99}")
-said_after = T.answer_batch(tuned, processor, scenes)
+said_after = tinyvqa_eval.answer_batch(tuned, processor, scenes)
 print(f"the twelve scenes of section 1: {sum(s == e.answer for s, e in zip(said_after, scenes))} of 12 right")
 
 # %%
-kinds = [("new", k) for k in D.NEW_KINDS] + [("old", k) for k in T.IMAGE_KINDS]
+kinds = [("new", k) for k in make_lora_data.NEW_KINDS] + [("old", k) for k in tinyvqa.IMAGE_KINDS]
 x = np.arange(len(kinds))
 fig, ax = plt.subplots(figsize=(9, 3.4), dpi=100)
 ax.bar(x - 0.2, [100 * before[p][k] for p, k in kinds], 0.4, label="base model", color="0.6")
@@ -285,7 +284,7 @@ with torch.no_grad():
     lora.merge_and_unload(tuned)
     print("LoRA layers left:", len(lora.lora_layers(tuned)), "| merged logits within 1e-4 of the adapter's:",
           bool((tuned(**inputs) - unmerged).abs().max() < 1e-4))
-print("same answers:", T.answer_batch(tuned, processor, scenes) == said_after)
+print("same answers:", tinyvqa_eval.answer_batch(tuned, processor, scenes) == said_after)
 
 # %% [markdown]
 # ## 8. The recipe for the 9B
@@ -384,7 +383,7 @@ with torch.no_grad():
             flat[:whole * k].view(whole, k).copy_(table.expand(whole, k))
             flat[whole * k:].copy_(table[:flat.numel() - whole * k])
 lora.add_lora(wide, lora.LoraConfig(r=16, alpha=32.0))
-FT.checkpoint_layers(wide)
+finetune.checkpoint_layers(wide)
 n_train, n_total = lora.parameter_counts(wide)
 print(f"9B-width model: {n_total / 1e9:.2f} B parameters in bf16, {n_train:,} trainable "
       f"({100 * n_train / n_total:.2f}%)")
@@ -398,7 +397,7 @@ batch9 = {"input_ids": ids, "pixel_values": torch.randn(16, cfg_w.vision_config.
 opt = torch.optim.AdamW(lora.trainable(wide), lr=1e-3)
 for step in range(3):
     t0 = time.perf_counter()
-    loss = FT.loss_of(wide, batch9)
+    loss = finetune.loss_of(wide, batch9)
     opt.zero_grad()
     loss.backward()
     opt.step()
