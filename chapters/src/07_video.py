@@ -291,7 +291,7 @@ two = [{"role": "user", "content": [{"type": "video", "video": noise, "fps": 12}
                                     {"type": "text", "text": "How many shapes are there?"}]}]
 both = proc.apply_chat_template(two)
 print("video_grid_thw", both["video_grid_thw"].tolist())
-print("text without special tokens:", repr(proc.decode(both["input_ids"][0])))
+print("text without special tokens:", repr(proc.decode(both["input_ids"][0], skip_special_tokens=True)))
 try:
     proc.apply_chat_template([{"role": "user", "content": [{"type": "image", "image": noise[0]},
                                                            {"type": "video", "video": str(CLIP)}]}])
@@ -318,7 +318,7 @@ print("prompt", ids.shape[1], "tokens -> generated", len(new), "tokens")
 # %%
 # NBVAL_IGNORE_OUTPUT
 print("new ids:", new.tolist())
-print("as text (noise):", repr(proc.decode(new)))
+print("as text (noise):", repr(proc.decode(new, skip_special_tokens=True)))
 
 # %% [markdown]
 # ## Test this chapter's code
