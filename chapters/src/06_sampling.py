@@ -38,7 +38,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from minglm4v import tinyvqa_eval
-from minglm4v.config import Glm4vConfig, TextConfig, VisionConfig
+from minglm4v.config import TINY_SPECIAL_IDS, Glm4vConfig, TextConfig, VisionConfig
 from minglm4v.generation import generate, generate_steps, prefill
 from minglm4v.model import Glm4vForConditionalGeneration
 from minglm4v.patchify import load_image
@@ -50,8 +50,7 @@ text = TextConfig(vocab_size=1000, hidden_size=256, intermediate_size=512, num_h
                   num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=4096, partial_rotary_factor=0.5,
                   mrope_section=(2, 3, 3), pad_token_id=0, eos_token_id=(0,), dtype="float32")
 vision = VisionConfig(depth=1, hidden_size=64, num_heads=4, intermediate_size=128, out_hidden_size=256, image_size=56)
-cfg = Glm4vConfig(text_config=text, vision_config=vision, image_token_id=9, video_token_id=12,
-                  image_start_token_id=7, image_end_token_id=8, video_start_token_id=10, video_end_token_id=11)
+cfg = Glm4vConfig(text_config=text, vision_config=vision, **TINY_SPECIAL_IDS)  # the tiny preset's special ids
 model = Glm4vForConditionalGeneration(cfg).eval()
 prompt = torch.randint(13, 1000, (1, 24))
 with torch.no_grad():

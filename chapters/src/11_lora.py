@@ -302,7 +302,7 @@ print("same answers:", tinyvqa_eval.answer_batch(tuned, processor, scenes) == sa
 
 # %%
 # NBVAL_CHECK_OUTPUT
-from minglm4v.config import glm41v_9b  # noqa: E402
+from minglm4v.config import TINY_SPECIAL_IDS, glm41v_9b  # noqa: E402
 from minglm4v.weights import build  # noqa: E402
 
 cfg9 = glm41v_9b()
@@ -368,9 +368,7 @@ import dataclasses  # noqa: E402
 small_vocab = {"vocab_size": 4096, "pad_token_id": 0, "eos_token_id": (0, 1)}  # special ids moved into 4096 rows
 cfg_w = dataclasses.replace(cfg9, text_config=dataclasses.replace(t9, num_hidden_layers=2, dtype="bfloat16",
                                                                    **small_vocab),
-                            vision_config=dataclasses.replace(cfg9.vision_config, depth=1), image_token_id=9,
-                            video_token_id=12, image_start_token_id=7, image_end_token_id=8, video_start_token_id=10,
-                            video_end_token_id=11)
+                            vision_config=dataclasses.replace(cfg9.vision_config, depth=1), **TINY_SPECIAL_IDS)
 wide = build(cfg_w, "meta").to_empty(device="cpu").to(torch.bfloat16)
 table = torch.randn(1_000_003, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16) * 0.02
 with torch.no_grad():
