@@ -54,6 +54,7 @@ def _check_int_args(what: str, args, kwargs) -> None:
 
 
 def _bounded(name: str, fn):
+    @functools.wraps(fn)  # keeps jinja's pass_context / pass_environment marker, which the filter needs
     def call(*args, **kwargs):
         _check_int_args(f"{name}()", args, kwargs)
         return fn(*args, **kwargs)

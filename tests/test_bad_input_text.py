@@ -281,3 +281,16 @@ def test_bad_media_items(tiny_processor_dir, item, error, needle):
     message = expect(lambda: proc.apply_chat_template(user(item, text("?"))), MinGlmError, needle)
     assert message
 
+
+
+def test_the_sandbox_keeps_jinja_filters_working():
+    """Bounding the filters must not break them: the ones that take jinja's context or environment included."""
+    from minglm4v.template_sandbox import render_template
+
+    msgs = [{"role": "user", "content": "a b"}, {"role": "assistant", "content": "c"}]
+    parts = ["{{ (messages|first).role }}", "{{ (messages|last).content }}",
+             "{{ messages|map(attribute='role')|join(',') }}",
+             "{{ messages|selectattr('role', 'equalto', 'user')|list|length }}", "{{ {'k': 1}|tojson }}",
+             "{{ 'a b'|replace(' ', '_') }}", "{{ [1, 2, 3]|batch(2)|list|length }}", "{{ 'x'|center(5) }}"]
+    got = render_template("|".join(parts), "a test template", messages=msgs)
+    assert got == 'user|c|user,assistant|1|{"k": 1}|a_b|2|  x  '
